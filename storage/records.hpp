@@ -1,0 +1,84 @@
+// Plain records shared by the engine and the storage backends.
+// No CAF here: storage must not know about actors. actors/messages.hpp adds
+// the CAF inspect() overloads that let these records travel as messages.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ms {
+
+/// Pipeline stage of a file_results row. Stored by name ("sync").
+enum class stage : std::uint8_t { sync = 0 };
+
+/// Outcome of one file in one stage. Stored by name ("ok", "skipped", "failed").
+enum class file_status : std::uint8_t { ok = 0, skipped = 1, failed = 2 };
+
+/// Life cycle of a sync_jobs row. Stored by name.
+enum class job_status : std::uint8_t { running = 0, interrupted = 1, completed = 2, failed = 3 };
+
+std::string_view to_string(stage x);
+std::string_view to_string(file_status x);
+std::string_view to_string(job_status x);
+/// Parses a stored job status; returns false on an unknown name.
+bool parse_job_status(std::string_view s, job_status& out);
+
+/// The result of one file in one stage, as the workers report it and the
+/// progress-writer commits it. `path` is relative to the job's source root
+/// and holds the name's exact bytes (not necessarily UTF-8).
+struct file_outcome {
+  std::uint64_t job_id = 0;
+  std::string path;
+  stage stg = stage::sync;
+  file_status status = file_status::ok;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::string sha256;        ///< lower-case hex, empty if not computed
+  std::string mime;          ///< sniffed type, empty if unknown
+  std::string library_path;  ///< relative to the library root, empty unless the file is in the library
+  std::string error;         ///< reason for failed/skipped, empty for ok
+  std::int64_t duration_us = 0;
+  /// True when the outcome should (re)write the file's media_items row:
+  /// set for ok ingests and for unchanged skips (which refresh last_job_id).
+  bool touches_media = false;
+};
+
+/// What the database knows about one source path, for skip and resume decisions.
+struct known_file {
+  bool has_media = false;      ///< a media_items row exists for (source_root, path)
+  bool missing = false;        ///< that row is marked missing
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::string sha256;
+  std::string mime;
+  std::string library_path;
+  bool has_result = false;     ///< the job already has a committed row for (path, stage)
+};
+
+/// A sync_jobs row.
+struct job_row {
+  std::uint64_t id = 0;
+  std::string source_root;
+  std::string dest_root;
+  job_status status = job_status::running;
+  std::uint64_t total_files = 0;
+  std::uint64_t processed_files = 0;
+  std::uint64_t failed_files = 0;
+  std::uint64_t skipped_files = 0;
+  std::uint64_t processed_bytes = 0;
+  std::string created_at;
+  std::string updated_at;
+  std::string finished_at;  ///< empty while not finished
+  std::string settings;     ///< effective settings as a JSON object
+};
+
+/// Counts of the job's committed result rows, recomputed from file_results.
+struct row_counts {
+  std::uint64_t ok = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t skipped = 0;
+  std::uint64_t ok_bytes = 0;
+};
+
+} // namespace ms
