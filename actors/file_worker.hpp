@@ -1,0 +1,21 @@
+// The sync-stage file-worker: ingests one file at a time on its own thread.
+#pragma once
+
+#include <functional>
+
+#include "actors/interfaces.hpp"
+
+namespace ms {
+
+/// How a worker turns a task into an outcome. The default ingests into the
+/// library (actors/ingest.hpp); tests inject their own to provoke failures.
+using ingest_function = std::function<file_outcome(const file_task&)>;
+
+/// Spawns a detached file-worker. An exception escaping `fn` terminates the
+/// worker with the exception's message as exit reason (the supervisor restarts it).
+file_worker_actor spawn_file_worker(caf::actor_system& sys, ingest_function fn = {});
+
+/// The default ingest function: one ingestor per (source, dest) pair, cached per thread.
+ingest_function make_library_ingest();
+
+} // namespace ms

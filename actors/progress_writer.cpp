@@ -1,0 +1,259 @@
+#include "actors/progress_writer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/ingest.hpp"
+#include "storage/store.hpp"
+
+namespace ms {
+namespace {
+
+/// A job open for outcomes.
+struct open_job {
+  std::string source_root;
+  std::string dest_root;
+  int dest_fd = -1;                    ///< for the per-batch durability barrier
+  durable_listener_actor listener;
+  std::uint64_t pending_total = 0;     ///< total_files to raise with the next commit
+};
+
+struct writer_state {
+  static inline const char* name = "progress_writer";
+  std::shared_ptr<storage::store> db;
+  writer_settings settings;
+  std::vector<file_outcome> buffer;
+  bool timer_armed = false;
+  std::map<std::uint64_t, open_job> jobs;
+  std::string broken;  ///< set once a commit failed: the database cannot be written
+
+  ~writer_state() {
+    for (auto& [id, job] : jobs)
+      if (job.dest_fd >= 0)
+        ::close(job.dest_fd);
+  }
+};
+
+using writer_ptr = progress_writer_actor::stateful_pointer<writer_state>;
+
+job_progress to_progress(const job_row& row, std::uint64_t committed) {
+  job_progress p;
+  p.job_id = row.id;
+  p.committed = committed;
+  p.total_files = row.total_files;
+  p.processed_files = row.processed_files;
+  p.failed_files = row.failed_files;
+  p.skipped_files = row.skipped_files;
+  p.processed_bytes = row.processed_bytes;
+  return p;
+}
+
+/// Commits one job's outcomes: library files durable first, then one transaction.
+void commit_job(writer_ptr self, std::uint64_t job_id, std::vector<file_outcome>& outs) {
+  auto& st = self->state;
+  auto it = st.jobs.find(job_id);
+  if (it == st.jobs.end()) {
+    spdlog::error("writer: dropping {} outcome(s) of job {} that is not open", outs.size(), job_id);
+    return;
+  }
+  auto& job = it->second;
+  bool wrote_library = false;
+  for (auto& o : outs)
+    if (o.status == file_status::ok && o.touches_media && !o.library_path.empty()) {
+      wrote_library = true;
+      break;
+    }
+  if (wrote_library && job.dest_fd >= 0)
+    sync_filesystem(job.dest_fd, job.dest_root);
+  auto t0 = std::chrono::steady_clock::now();
+  auto stats = st.db->commit(job_id, job.source_root, outs);
+  if (job.pending_total > 0) {
+    st.db->raise_total(job_id, job.pending_total);
+    job.pending_total = 0;
+  }
+  auto row = st.db->job(job_id);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::steady_clock::now() - t0).count();
+  spdlog::debug("writer: job {} committed {} outcome(s) ({} new) in {} us", job_id, outs.size(),
+                stats.inserted, us);
+  if (row)
+    self->send(job.listener, durable_atom::value, to_progress(*row, outs.size()));
+}
+
+/// Commits everything buffered. On a database error the batch is kept, every
+/// open job is told, and the writer accepts no more outcomes.
+void commit_all(writer_ptr self) {
+  auto& st = self->state;
+  if (st.buffer.empty() || !st.broken.empty())
+    return;
+  // Group by job, keeping each job's order (paths arrive mostly sorted).
+  std::map<std::uint64_t, std::vector<file_outcome>> by_job;
+  for (auto& o : st.buffer)
+    by_job[o.job_id].push_back(std::move(o));
+  st.buffer.clear();
+  for (auto it = by_job.begin(); it != by_job.end(); ++it) {
+    try {
+      commit_job(self, it->first, it->second);
+    } catch (const std::exception& e) {
+      st.broken = e.what();
+      spdlog::critical("writer: cannot commit to {}: {}", st.db->describe(), e.what());
+      // Keep what was not committed, so nothing is silently lost from memory.
+      for (auto rest = it; rest != by_job.end(); ++rest)
+        for (auto& o : rest->second)
+          st.buffer.push_back(std::move(o));
+      for (auto& [id, job] : st.jobs)
+        self->send(job.listener, fatal_atom::value, st.broken);
+      return;
+    }
+  }
+}
+
+progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<storage::store> db,
+                                            writer_settings settings) {
+  self->state.db = std::move(db);
+  self->state.settings = settings;
+  self->state.buffer.reserve(settings.batch_size);
+  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
+    try {
+      std::rethrow_exception(eptr);
+    } catch (const std::exception& e) {
+      spdlog::critical("writer: {}", e.what());
+      return caf::make_error(caf::sec::runtime_error, e.what());
+    }
+    return caf::make_error(caf::sec::runtime_error, "unknown exception");
+  });
+  return {
+    [=](create_atom, const std::string& src, const std::string& dst,
+        const std::string& settings_json) -> caf::result<std::uint64_t> {
+      try {
+        return self->state.db->create_job(src, dst, settings_json);
+      } catch (const std::exception& e) {
+        return caf::make_error(caf::sec::runtime_error, e.what());
+      }
+    },
+    [=](open_atom, std::uint64_t job_id, durable_listener_actor listener) -> caf::result<job_row> {
+      auto& st = self->state;
+      try {
+        auto row = st.db->job(job_id);
+        if (!row)
+          return caf::make_error(caf::sec::runtime_error,
+                                 "job " + std::to_string(job_id) + " does not exist in "
+                                   + st.db->describe());
+        open_job job;
+        job.source_root = row->source_root;
+        job.dest_root = row->dest_root;
+        job.listener = std::move(listener);
+        job.dest_fd = ::open(row->dest_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (job.dest_fd < 0)
+          return caf::make_error(caf::sec::runtime_error,
+                                 "cannot open destination '" + row->dest_root
+                                   + "': " + std::strerror(errno));
+        if (row->status != job_status::running)
+          st.db->set_job_status(job_id, job_status::running, false);
+        auto old = st.jobs.find(job_id);
+        if (old != st.jobs.end() && old->second.dest_fd >= 0)
+          ::close(old->second.dest_fd);
+        st.jobs[job_id] = std::move(job);
+        row->status = job_status::running;
+        return *row;
+      } catch (const std::exception& e) {
+        return caf::make_error(caf::sec::runtime_error, e.what());
+      }
+    },
+    [=](lookup_atom, std::uint64_t job_id,
+        const std::vector<std::string>& paths) -> caf::result<std::vector<known_file>> {
+      auto& st = self->state;
+      auto it = st.jobs.find(job_id);
+      if (it == st.jobs.end())
+        return caf::make_error(caf::sec::runtime_error, "lookup for a job that is not open");
+      std::vector<known_file> out;
+      try {
+        st.db->lookup(job_id, it->second.source_root, paths, out);
+      } catch (const std::exception& e) {
+        return caf::make_error(caf::sec::runtime_error, e.what());
+      }
+      return out;
+    },
+    [=](known_atom, const std::string& source_root) -> caf::result<std::uint64_t> {
+      try {
+        return self->state.db->count_known(source_root);
+      } catch (const std::exception& e) {
+        return caf::make_error(caf::sec::runtime_error, e.what());
+      }
+    },
+    [=](outcome_atom, std::vector<file_outcome>& outs) {
+      auto& st = self->state;
+      if (!st.broken.empty()) {
+        // The coordinator was told (fatal); it stops dispatching. Nothing here is durable.
+        return;
+      }
+      for (auto& o : outs)
+        st.buffer.push_back(std::move(o));
+      if (st.buffer.size() >= st.settings.batch_size) {
+        commit_all(self);
+      } else if (!st.timer_armed) {
+        st.timer_armed = true;
+        self->delayed_send(self, st.settings.flush_interval, flush_atom::value);
+      }
+    },
+    [=](total_atom, std::uint64_t job_id, std::uint64_t total) {
+      auto it = self->state.jobs.find(job_id);
+      if (it != self->state.jobs.end())
+        it->second.pending_total = std::max(it->second.pending_total, total);
+    },
+    [=](flush_atom) {
+      self->state.timer_armed = false;
+      commit_all(self);
+    },
+    [=](finish_atom, std::uint64_t job_id, job_status status,
+        bool mark_missing) -> caf::result<job_result> {
+      auto& st = self->state;
+      commit_all(self);
+      job_result res;
+      res.job_id = job_id;
+      res.status = status;
+      auto it = st.jobs.find(job_id);
+      try {
+        if (!st.broken.empty())
+          throw std::runtime_error(st.broken);
+        if (it != st.jobs.end() && it->second.pending_total > 0)
+          st.db->raise_total(job_id, it->second.pending_total);
+        if (mark_missing && it != st.jobs.end())
+          res.missing_marked = st.db->mark_missing(job_id, it->second.source_root);
+        st.db->set_job_status(job_id, status, status != job_status::interrupted);
+        if (auto row = st.db->job(job_id))
+          res.counters = to_progress(*row, 0);
+      } catch (const std::exception& e) {
+        res.status = job_status::failed;
+        res.error = std::string{"database: "} + e.what();
+        // Best effort: record the failure if the database still takes writes.
+        try {
+          st.db->set_job_status(job_id, job_status::failed, true);
+        } catch (const std::exception&) {
+        }
+      }
+      if (it != st.jobs.end()) {
+        if (it->second.dest_fd >= 0)
+          ::close(it->second.dest_fd);
+        st.jobs.erase(it);
+      }
+      return res;
+    },
+  };
+}
+
+} // namespace
+
+progress_writer_actor spawn_progress_writer(caf::actor_system& sys,
+                                            std::shared_ptr<storage::store> db,
+                                            writer_settings settings) {
+  return sys.spawn<caf::detached>(writer, std::move(db), settings);
+}
+
+} // namespace ms

@@ -1,0 +1,172 @@
+#include "actors/supervisor.hpp"
+
+#include <deque>
+#include <map>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/sync_coordinator.hpp"
+
+namespace ms {
+namespace {
+
+struct running_job {
+  sync_coordinator_actor coordinator;
+  caf::typed_response_promise<job_result> promise;
+};
+
+struct supervisor_state {
+  static inline const char* name = "supervisor";
+  supervisor_settings settings;
+  progress_writer_actor writer;
+  std::vector<file_worker_actor> workers;
+  std::map<std::uint64_t, running_job> jobs;
+  std::deque<std::chrono::steady_clock::time_point> restarts;
+  bool stopping = false;
+
+  ~supervisor_state() {
+    // Shutdown order: workers first, the writer last (it flushed when its jobs finished).
+    for (auto& w : workers)
+      caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    if (writer)
+      caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+  }
+};
+
+using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
+
+file_worker_actor spawn_worker(sup_ptr self) {
+  auto w = spawn_file_worker(self->system(), self->state.settings.ingest);
+  self->monitor(w);
+  return w;
+}
+
+/// Ends every running job with `reason` (the writer is gone: nothing can be committed).
+void fail_all(sup_ptr self, const std::string& reason) {
+  for (auto& [id, job] : self->state.jobs) {
+    job_result res;
+    res.job_id = id;
+    res.status = job_status::failed;
+    res.error = reason;
+    job.promise.deliver(std::move(res));
+    self->send_exit(job.coordinator, caf::exit_reason::user_shutdown);
+  }
+  self->state.jobs.clear();
+}
+
+void on_down(sup_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  auto reason = self->system().render(dm.reason);
+  if (dm.source == st.writer.address()) {
+    spdlog::critical("progress-writer terminated: {}", reason);
+    fail_all(self, "progress-writer terminated: " + reason);
+    return;
+  }
+  auto w = std::find_if(st.workers.begin(), st.workers.end(),
+                        [&](const file_worker_actor& x) { return x.address() == dm.source; });
+  if (w != st.workers.end()) {
+    auto now = std::chrono::steady_clock::now();
+    st.restarts.push_back(now);
+    while (!st.restarts.empty() && now - st.restarts.front() > st.settings.restart_period)
+      st.restarts.pop_front();
+    spdlog::warn("file-worker died ({}); restarting it", reason);
+    file_worker_actor replacement;
+    if (st.restarts.size() <= st.settings.max_restarts) {
+      replacement = spawn_worker(self);
+      *w = replacement;
+    } else {
+      spdlog::error("file-workers died {} times within {} s: not restarting", st.restarts.size(),
+                    st.settings.restart_period.count());
+      st.workers.erase(w);
+    }
+    for (auto& [id, job] : st.jobs)
+      self->send(job.coordinator, worker_atom::value, dm.source, reason, replacement);
+    if (st.workers.empty())
+      for (auto& [id, job] : st.jobs)
+        self->send(job.coordinator, fatal_atom::value,
+                   std::string{"every file-worker keeps crashing"});
+    return;
+  }
+  for (auto it = st.jobs.begin(); it != st.jobs.end(); ++it) {
+    if (it->second.coordinator.address() == dm.source) {
+      if (dm.reason) {  // a coordinator that ended normally has already reported done
+        job_result res;
+        res.job_id = it->first;
+        res.status = job_status::failed;
+        res.error = "sync-coordinator terminated: " + reason;
+        it->second.promise.deliver(std::move(res));
+      }
+      st.jobs.erase(it);
+      return;
+    }
+  }
+}
+
+void start_job(sup_ptr self, job_spec spec, caf::actor listener,
+               caf::typed_response_promise<job_result> rp) {
+  auto& st = self->state;
+  auto id = spec.job_id;
+  auto c = spawn_sync_coordinator(self->system(), std::move(spec), st.writer, st.workers,
+                                  caf::actor_cast<supervisor_actor>(self), std::move(listener));
+  self->monitor(c);
+  st.jobs[id] = running_job{c, std::move(rp)};
+  if (st.stopping)
+    self->send(c, stop_atom::value);
+}
+
+supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage::store> db,
+                                           supervisor_settings settings) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.writer = spawn_progress_writer(self->system(), std::move(db), st.settings.writer);
+  self->monitor(st.writer);
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, st.settings.workers); ++i)
+    st.workers.push_back(spawn_worker(self));
+  self->set_down_handler([=](const caf::down_msg& dm) { on_down(self, dm); });
+  return {
+    [=](run_atom, job_spec& spec, caf::actor& listener) -> caf::result<job_result> {
+      auto rp = self->make_response_promise<job_result>();
+      if (spec.job_id != 0) {
+        start_job(self, std::move(spec), std::move(listener), rp);
+        return rp;
+      }
+      self->request(self->state.writer, caf::infinite, create_atom::value, spec.source_root,
+                    spec.dest_root, spec.settings_json)
+        .then(
+          [=](std::uint64_t id) mutable {
+            spec.job_id = id;
+            start_job(self, std::move(spec), std::move(listener), rp);
+          },
+          [=](caf::error& err) mutable {
+            job_result res;
+            res.status = job_status::failed;
+            res.error = "cannot create job: " + self->system().render(err);
+            rp.deliver(std::move(res));
+          });
+      return rp;
+    },
+    [=](stop_atom) {
+      self->state.stopping = true;
+      for (auto& [id, job] : self->state.jobs)
+        self->send(job.coordinator, stop_atom::value);
+    },
+    [=](done_atom, job_result& res) {
+      auto& st = self->state;
+      auto it = st.jobs.find(res.job_id);
+      if (it == st.jobs.end())
+        return;
+      it->second.promise.deliver(std::move(res));
+      st.jobs.erase(it);
+    },
+  };
+}
+
+} // namespace
+
+supervisor_actor spawn_supervisor(caf::actor_system& sys, std::shared_ptr<storage::store> db,
+                                  supervisor_settings settings) {
+  return sys.spawn(supervisor, std::move(db), std::move(settings));
+}
+
+} // namespace ms

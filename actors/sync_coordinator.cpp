@@ -1,0 +1,408 @@
+#include "actors/sync_coordinator.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/scanner.hpp"
+
+namespace ms {
+namespace {
+
+constexpr std::size_t scan_chunk = 256;
+
+struct coordinator_state {
+  static inline const char* name = "sync_coordinator";
+  job_spec spec;
+  progress_writer_actor writer;
+  supervisor_actor supervisor;
+  caf::actor listener;
+  std::unique_ptr<scanner> scan;
+  bool filtered = false;
+  int dest_fd = -1;                          ///< to check that unchanged files are still in the library
+
+  std::vector<file_worker_actor> idle;       ///< workers without a task
+  std::map<caf::actor_addr, file_task> assigned;  ///< the task each busy worker holds
+  std::deque<file_task> pending;             ///< decided, waiting for a worker
+  std::vector<scan_entry> chunk;             ///< scanned, waiting for the lookup reply
+  std::uint64_t inflight = 0;                ///< sent to a worker or the writer, not yet durable
+  std::uint64_t already_done = 0;            ///< committed by an earlier run of this job
+  job_progress last;                         ///< last durable ack
+
+  bool opened = false;
+  bool lookup_pending = false;
+  bool scan_done = false;
+  bool stopping = false;
+  bool finishing = false;
+  std::string fatal;                          ///< why the job cannot go on
+
+  ~coordinator_state() {
+    if (dest_fd >= 0)
+      ::close(dest_fd);
+  }
+};
+
+using coord_ptr = sync_coordinator_actor::stateful_pointer<coordinator_state>;
+
+void pump(coord_ptr self);
+
+file_outcome make_outcome(const job_spec& spec, const scan_entry& e, file_status status,
+                          std::string reason) {
+  file_outcome o;
+  o.job_id = spec.job_id;
+  o.path = e.path;
+  o.status = status;
+  o.size = e.size;
+  o.mtime_ns = e.mtime_ns;
+  o.error = std::move(reason);
+  return o;
+}
+
+void send_to_writer(coord_ptr self, std::vector<file_outcome> outs) {
+  if (outs.empty())
+    return;
+  self->state.inflight += outs.size();
+  self->send(self->state.writer, outcome_atom::value, std::move(outs));
+}
+
+void report(coord_ptr self) {
+  auto& st = self->state;
+  if (!st.listener)
+    return;
+  auto p = st.last;
+  p.job_id = st.spec.job_id;
+  if (st.scan)
+    p.total_files = std::max<std::uint64_t>(p.total_files, st.scan->count());
+  caf::anon_send(st.listener, progress_atom::value, p);
+}
+
+/// True if the library still holds the unchanged file at `library_path` with `size` bytes.
+bool library_has(coord_ptr self, const std::string& library_path, std::uint64_t size) {
+  struct stat sb;
+  if (self->state.dest_fd < 0 || library_path.empty())
+    return false;
+  if (::fstatat(self->state.dest_fd, library_path.c_str(), &sb, AT_SYMLINK_NOFOLLOW) != 0)
+    return false;
+  return S_ISREG(sb.st_mode) && static_cast<std::uint64_t>(sb.st_size) == size;
+}
+
+/// Turns a scanned chunk and what the database knows of it into outcomes and tasks.
+void decide(coord_ptr self, std::vector<known_file>& known) {
+  auto& st = self->state;
+  std::vector<file_outcome> direct;
+  for (std::size_t i = 0; i < st.chunk.size(); ++i) {
+    auto& e = st.chunk[i];
+    auto& k = known[i];
+    if (k.has_result) {
+      ++st.already_done;  // committed by an earlier run of this job: nothing to redo
+      continue;
+    }
+    switch (e.kind) {
+      case entry_kind::special:
+      case entry_kind::symlink:
+        direct.push_back(make_outcome(st.spec, e, file_status::skipped, e.reason));
+        continue;
+      case entry_kind::unreadable:
+        direct.push_back(make_outcome(st.spec, e, file_status::failed, e.reason));
+        continue;
+      case entry_kind::regular:
+        break;
+    }
+    bool known_live = k.has_media && !k.missing;
+    if (known_live && !st.spec.checksum && k.size == e.size && k.mtime_ns == e.mtime_ns
+        && library_has(self, k.library_path, k.size)) {
+      auto o = make_outcome(st.spec, e, file_status::skipped, "unchanged");
+      o.sha256 = k.sha256;
+      o.mime = k.mime;
+      o.library_path = k.library_path;
+      o.touches_media = true;
+      direct.push_back(std::move(o));
+      continue;
+    }
+    file_task t;
+    t.job_id = st.spec.job_id;
+    t.source_root = st.spec.source_root;
+    t.dest_root = st.spec.dest_root;
+    t.path = std::move(e.path);
+    t.size = e.size;
+    t.mtime_ns = e.mtime_ns;
+    if (known_live && st.spec.checksum && library_has(self, k.library_path, k.size)) {
+      t.compare_sha256 = k.sha256;
+      t.known_library_path = k.library_path;
+    }
+    st.pending.push_back(std::move(t));
+  }
+  st.chunk.clear();
+  send_to_writer(self, std::move(direct));
+}
+
+void finish(coord_ptr self) {
+  auto& st = self->state;
+  st.finishing = true;
+  job_status status = !st.fatal.empty() ? job_status::failed
+                      : st.stopping     ? job_status::interrupted
+                                        : job_status::completed;
+  // A complete, unfiltered scan is what tells which media vanished.
+  bool mark_missing = status == job_status::completed && !st.filtered;
+  self->request(st.writer, caf::infinite, finish_atom::value, st.spec.job_id, status, mark_missing)
+    .then(
+      [=](job_result& res) {
+        auto& st = self->state;
+        if (res.error.empty())
+          res.error = st.fatal;
+        self->send(st.supervisor, done_atom::value, std::move(res));
+        self->quit();
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        job_result res;
+        res.job_id = st.spec.job_id;
+        res.status = job_status::failed;
+        res.counters = st.last;
+        res.error = st.fatal.empty() ? "cannot finish job: " + self->system().render(err)
+                                     : st.fatal;
+        self->send(st.supervisor, done_atom::value, std::move(res));
+        self->quit();
+      });
+}
+
+void maybe_finish(coord_ptr self) {
+  auto& st = self->state;
+  if (st.finishing || !st.assigned.empty() || st.lookup_pending)
+    return;
+  bool ending = st.stopping || !st.fatal.empty();
+  if (ending || (st.opened && st.scan_done && st.pending.empty()))
+    finish(self);
+}
+
+void fail(coord_ptr self, std::string reason) {
+  auto& st = self->state;
+  spdlog::error("job {}: {}", st.spec.job_id, reason);
+  if (st.fatal.empty())
+    st.fatal = std::move(reason);
+  st.pending.clear();
+  maybe_finish(self);
+}
+
+void end_of_scan(coord_ptr self) {
+  auto& st = self->state;
+  st.scan_done = true;
+  self->send(st.writer, total_atom::value, st.spec.job_id, st.scan->count());
+  if (st.scan->count() > 0 || st.spec.allow_empty_source) {
+    maybe_finish(self);
+    return;
+  }
+  // An empty source the database knows files under is likely unmounted: refuse.
+  st.lookup_pending = true;
+  self->request(st.writer, caf::infinite, known_atom::value, st.spec.source_root)
+    .then(
+      [=](std::uint64_t n) {
+        self->state.lookup_pending = false;
+        if (n > 0)
+          fail(self, "source '" + self->state.spec.source_root + "' is empty, but the database "
+                       "knows " + std::to_string(n) + " file(s) under it (not mounted?); "
+                       "refusing to mark them missing (use --allow-empty-source if it is "
+                       "really empty now)");
+        else
+          maybe_finish(self);
+      },
+      [=](caf::error& err) {
+        self->state.lookup_pending = false;
+        fail(self, "database lookup failed: " + self->system().render(err));
+      });
+}
+
+void scan_more(coord_ptr self) {
+  auto& st = self->state;
+  st.chunk.clear();
+  bool more;
+  try {
+    more = st.scan->next(st.chunk, scan_chunk);
+  } catch (const std::exception& e) {
+    fail(self, e.what());
+    return;
+  }
+  if (!more && st.chunk.empty()) {
+    end_of_scan(self);
+    return;
+  }
+  self->send(st.writer, total_atom::value, st.spec.job_id, st.scan->count());
+  std::vector<std::string> paths;
+  paths.reserve(st.chunk.size());
+  for (auto& e : st.chunk)
+    paths.push_back(e.path);
+  st.lookup_pending = true;
+  self->request(st.writer, caf::infinite, lookup_atom::value, st.spec.job_id, std::move(paths))
+    .then(
+      [=](std::vector<known_file>& known) {
+        auto& st = self->state;
+        st.lookup_pending = false;
+        if (st.stopping || !st.fatal.empty()) {
+          st.chunk.clear();  // not recorded: a resume scans it again
+          maybe_finish(self);
+          return;
+        }
+        decide(self, known);
+        pump(self);
+      },
+      [=](caf::error& err) {
+        self->state.lookup_pending = false;
+        fail(self, "database lookup failed: " + self->system().render(err));
+      });
+}
+
+void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
+  auto& st = self->state;
+  ++st.inflight;
+  auto addr = worker.address();
+  st.assigned.emplace(addr, task);
+  self->request(worker, caf::infinite, ingest_atom::value, std::move(task))
+    .then(
+      [=](file_outcome& out) {
+        auto& st = self->state;
+        auto it = st.assigned.find(addr);
+        if (it == st.assigned.end())
+          return;  // already reported failed by the supervisor's replacement notice
+        st.assigned.erase(it);
+        st.idle.push_back(worker);
+        std::vector<file_outcome> outs;
+        outs.push_back(std::move(out));
+        --st.inflight;  // send_to_writer counts it again
+        send_to_writer(self, std::move(outs));
+        pump(self);
+      },
+      [=](caf::error& err) {
+        // A dead worker is reported by the supervisor with its reason (worker_atom).
+        spdlog::debug("job {}: worker request failed: {}", self->state.spec.job_id,
+                      self->system().render(err));
+      });
+}
+
+void pump(coord_ptr self) {
+  auto& st = self->state;
+  if (st.finishing || !st.opened)
+    return;
+  if (!st.stopping && st.fatal.empty()) {
+    while (!st.idle.empty() && !st.pending.empty()) {
+      auto w = std::move(st.idle.back());
+      st.idle.pop_back();
+      auto t = std::move(st.pending.front());
+      st.pending.pop_front();
+      dispatch(self, std::move(w), std::move(t));
+    }
+    if (!st.scan_done && !st.lookup_pending && st.inflight + st.pending.size() < st.spec.window)
+      scan_more(self);
+  }
+  maybe_finish(self);
+}
+
+sync_coordinator_actor::behavior_type
+coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
+            std::vector<file_worker_actor> workers, supervisor_actor supervisor,
+            caf::actor listener) {
+  auto& st = self->state;
+  st.spec = std::move(spec);
+  if (st.spec.window == 0)
+    st.spec.window = 1;
+  st.writer = std::move(writer);
+  st.idle = std::move(workers);
+  st.supervisor = std::move(supervisor);
+  st.listener = std::move(listener);
+  st.filtered = !st.spec.includes.empty() || !st.spec.excludes.empty();
+  durable_listener_actor me = caf::actor_cast<sync_coordinator_actor>(self);
+  self->request(st.writer, caf::infinite, open_atom::value, st.spec.job_id, me)
+    .then(
+      [=](job_row& row) {
+        auto& st = self->state;
+        if (st.finishing)
+          return;  // stopped before the job was open
+        st.opened = true;
+        st.last.job_id = row.id;
+        st.last.total_files = row.total_files;
+        st.last.processed_files = row.processed_files;
+        st.last.failed_files = row.failed_files;
+        st.last.skipped_files = row.skipped_files;
+        st.last.processed_bytes = row.processed_bytes;
+        st.dest_fd = ::open(st.spec.dest_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        try {
+          st.scan = std::make_unique<scanner>(
+            st.spec.source_root, path_filter{st.spec.includes, st.spec.excludes},
+            st.spec.dest_root);
+        } catch (const std::exception& e) {
+          fail(self, e.what());
+          return;
+        }
+        report(self);
+        pump(self);
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        job_result res;
+        res.job_id = st.spec.job_id;
+        res.status = job_status::failed;
+        res.error = "cannot open job: " + self->system().render(err);
+        st.finishing = true;
+        self->send(st.supervisor, done_atom::value, std::move(res));
+        self->quit();
+      });
+  return {
+    [=](durable_atom, const job_progress& p) {
+      auto& st = self->state;
+      st.inflight -= std::min(st.inflight, p.committed);
+      st.last = p;
+      report(self);
+      pump(self);
+    },
+    [=](fatal_atom, const std::string& reason) { fail(self, "database: " + reason); },
+    [=](worker_atom, const caf::actor_addr& dead, const std::string& reason,
+        file_worker_actor replacement) {
+      auto& st = self->state;
+      auto it = st.assigned.find(dead);
+      if (it != st.assigned.end()) {
+        auto& t = it->second;
+        file_outcome o;
+        o.job_id = t.job_id;
+        o.path = t.path;
+        o.status = file_status::failed;
+        o.size = t.size;
+        o.mtime_ns = t.mtime_ns;
+        o.error = "worker died while ingesting: " + reason;
+        st.assigned.erase(it);
+        --st.inflight;
+        send_to_writer(self, {std::move(o)});
+      }
+      std::erase_if(st.idle, [&](const file_worker_actor& w) { return w.address() == dead; });
+      if (replacement)
+        st.idle.push_back(std::move(replacement));
+      pump(self);
+    },
+    [=](pump_atom) { pump(self); },
+    [=](stop_atom) {
+      auto& st = self->state;
+      if (!st.stopping)
+        spdlog::info("job {}: stopping: draining {} file(s) in progress", st.spec.job_id,
+                     st.assigned.size());
+      st.stopping = true;
+      st.pending.clear();  // not recorded: a resume does them
+      maybe_finish(self);
+    },
+  };
+}
+
+} // namespace
+
+sync_coordinator_actor spawn_sync_coordinator(caf::actor_system& sys, job_spec spec,
+                                              progress_writer_actor writer,
+                                              std::vector<file_worker_actor> workers,
+                                              supervisor_actor supervisor, caf::actor listener) {
+  return sys.spawn<caf::detached>(coordinator, std::move(spec), std::move(writer),
+                                  std::move(workers), std::move(supervisor), std::move(listener));
+}
+
+} // namespace ms

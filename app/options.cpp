@@ -1,0 +1,187 @@
+#include "app/options.hpp"
+
+#include <charconv>
+#include <functional>
+#include <sstream>
+
+namespace ms::app {
+namespace {
+
+struct option_def {
+  const char* name;   ///< long name without dashes
+  const char* type;   ///< for help: int, string, glob, flag, ...
+  const char* deflt;  ///< for help
+  const char* help;
+  bool takes_value;
+  std::function<void(options&, const std::string&)> apply;
+};
+
+std::uint64_t parse_uint(const std::string& name, const std::string& v, std::uint64_t lo,
+                         std::uint64_t hi) {
+  std::uint64_t x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc{} || p != v.data() + v.size() || v.empty())
+    throw usage_error("--" + name + ": '" + v + "' is not a whole number");
+  if (x < lo || x > hi)
+    throw usage_error("--" + name + ": " + v + " is out of range (" + std::to_string(lo) + " to "
+                      + std::to_string(hi) + ")");
+  return x;
+}
+
+const std::vector<option_def>& table() {
+  static const std::vector<option_def> defs = {
+    {"db", "path|url", "./mediasync.db", "database: a SQLite file path (or sqlite:PATH)", true,
+     [](options& o, const std::string& v) {
+       if (v.empty())
+         throw usage_error("--db: empty database path");
+       o.db = v;
+     }},
+    {"workers", "int 1..1024", "8", "file-workers of the sync stage (blocking I/O threads)", true,
+     [](options& o, const std::string& v) { o.workers = parse_uint("workers", v, 1, 1024); }},
+    {"batch-size", "int 1..100000", "200", "commit when this many outcomes are buffered", true,
+     [](options& o, const std::string& v) {
+       o.batch_size = parse_uint("batch-size", v, 1, 100000);
+     }},
+    {"flush-interval", "ms 1..60000", "100", "commit at the latest this long after an outcome",
+     true,
+     [](options& o, const std::string& v) {
+       o.flush_interval = std::chrono::milliseconds{parse_uint("flush-interval", v, 1, 60000)};
+     }},
+    {"window", "int 1..1000000", "4096",
+     "files dispatched but not yet durable, at most (back-pressure)", true,
+     [](options& o, const std::string& v) { o.window = parse_uint("window", v, 1, 1000000); }},
+    {"include", "glob", "(all)",
+     "sync only matching files (repeatable; no '/': base name, else path; ** spans folders)",
+     true, [](options& o, const std::string& v) { o.includes.push_back(v); }},
+    {"exclude", "glob", "(none)", "leave matching files and folders out (repeatable)", true,
+     [](options& o, const std::string& v) { o.excludes.push_back(v); }},
+    {"checksum", "flag", "off", "compare content hashes, not size+mtime, to find unchanged files",
+     false, [](options& o, const std::string&) { o.checksum = true; }},
+    {"dry-run", "flag", "off", "show what a sync would do; write nothing", false,
+     [](options& o, const std::string&) { o.dry_run = true; }},
+    {"allow-empty-source", "flag", "off",
+     "accept an empty source although the database knows files under it", false,
+     [](options& o, const std::string&) { o.allow_empty_source = true; }},
+    {"progress", "auto|bar|plain|json|none", "auto",
+     "progress output: bar on a terminal, plain log lines, JSON lines on stdout, or none", true,
+     [](options& o, const std::string& v) {
+       if (v == "auto")
+         o.progress = progress_mode::automatic;
+       else if (v == "bar")
+         o.progress = progress_mode::bar;
+       else if (v == "plain")
+         o.progress = progress_mode::plain;
+       else if (v == "json")
+         o.progress = progress_mode::json;
+       else if (v == "none")
+         o.progress = progress_mode::none;
+       else
+         throw usage_error("--progress: '" + v + "' is not one of auto, bar, plain, json, none");
+     }},
+    {"log-level", "level", "info", "trace, debug, info, warn, error, critical or off", true,
+     [](options& o, const std::string& v) {
+       static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+       for (auto l : levels)
+         if (v == l) {
+           o.log_level = v;
+           return;
+         }
+       throw usage_error("--log-level: '" + v
+                         + "' is not one of trace, debug, info, warn, error, critical, off");
+     }},
+    {"json", "flag", "off", "status: print JSON", false,
+     [](options& o, const std::string&) { o.json = true; }},
+    {"watch", "flag", "off", "status: refresh every second until the job stops running", false,
+     [](options& o, const std::string&) { o.watch = true; }},
+    {"help", "flag", "", "show this help", false,
+     [](options& o, const std::string&) { o.help = true; }},
+  };
+  return defs;
+}
+
+const option_def* find(const std::string& name) {
+  for (auto& d : table())
+    if (name == d.name)
+      return &d;
+  return nullptr;
+}
+
+} // namespace
+
+options parse_command_line(int argc, const char* const* argv) {
+  options o;
+  bool only_positional = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (only_positional || arg.size() < 2 || arg[0] != '-' ) {
+      if (o.command.empty())
+        o.command = arg;
+      else
+        o.positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_positional = true;
+      continue;
+    }
+    if (arg == "-h") {
+      o.help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0)
+      throw usage_error("unknown option '" + arg + "' (see mediasync --help)");
+    auto eq = arg.find('=');
+    std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    auto def = find(name);
+    if (!def)
+      throw usage_error("unknown option '--" + name + "' (see mediasync --help)");
+    std::string value;
+    if (def->takes_value) {
+      if (eq != std::string::npos)
+        value = arg.substr(eq + 1);
+      else if (i + 1 < argc)
+        value = argv[++i];
+      else
+        throw usage_error("--" + name + " needs a value (" + def->type + ")");
+    } else if (eq != std::string::npos) {
+      throw usage_error("--" + name + " is a flag and takes no value");
+    }
+    def->apply(o, value);
+  }
+  if (o.command.empty() && !o.help)
+    throw usage_error("no command given (see mediasync --help)");
+  return o;
+}
+
+std::string help_text() {
+  std::ostringstream out;
+  out << "mediasync: sync media trees into a library, every result recorded in a database.\n\n"
+         "Commands:\n"
+         "  sync SOURCE DEST     copy new and changed files of SOURCE into the library DEST\n"
+         "  resume JOB           finish an interrupted job, redoing only what was not committed\n"
+         "  status [JOB]         show a job (default: the newest); --json, --watch\n"
+         "  jobs                 list the newest jobs\n"
+         "  help                 this text\n\n"
+         "Options:\n";
+  for (auto& d : table()) {
+    std::string left = std::string{"  --"} + d.name + (d.takes_value ? " <" + std::string{d.type} + ">" : "");
+    out << left;
+    if (left.size() < 34)
+      out << std::string(34 - left.size(), ' ');
+    else
+      out << "\n" << std::string(34, ' ');
+    out << d.help;
+    if (*d.deflt)
+      out << " [default: " << d.deflt << "]";
+    out << "\n";
+  }
+  out << "\nExit codes:\n"
+         "  0    every file ok (or skipped)\n"
+         "  1    the job finished, some files failed (see file_results)\n"
+         "  2    usage or configuration error: nothing was done\n"
+         "  3    fatal: database or destination unusable, or the source refused\n"
+         "  130  interrupted (SIGINT/SIGTERM): the job is resumable with 'resume JOB'\n";
+  return out.str();
+}
+
+} // namespace ms::app
