@@ -16,7 +16,6 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<job_progress>("job_progress");
   cfg.add_message_type<job_spec>("job_spec");
   cfg.add_message_type<job_result>("job_result");
-  cfg.add_message_type<job_status>("job_status");
   cfg.add_message_type<durable_listener_actor>("durable_listener_actor");
   cfg.add_message_type<file_worker_actor>("file_worker_actor");
 }

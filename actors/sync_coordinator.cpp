@@ -289,14 +289,16 @@ void pump(coord_ptr self) {
   if (st.finishing || !st.opened)
     return;
   if (!st.stopping && st.fatal.empty()) {
-    while (!st.idle.empty() && !st.pending.empty()) {
+    while (!st.idle.empty() && !st.pending.empty() && st.inflight < st.spec.window) {
       auto w = std::move(st.idle.back());
       st.idle.pop_back();
       auto t = std::move(st.pending.front());
       st.pending.pop_front();
       dispatch(self, std::move(w), std::move(t));
     }
-    if (!st.scan_done && !st.lookup_pending && st.inflight + st.pending.size() < st.spec.window)
+    // Scan ahead one chunk at most: memory holds the window plus two chunks, whatever the tree.
+    if (!st.scan_done && !st.lookup_pending && st.pending.size() < scan_chunk
+        && st.inflight < st.spec.window)
       scan_more(self);
   }
   maybe_finish(self);

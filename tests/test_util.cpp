@@ -1,0 +1,128 @@
+#include "test_util.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace ms::test {
+
+namespace fs = std::filesystem;
+
+temp_dir::temp_dir() {
+  std::string tmpl = (fs::temp_directory_path() / "mediasync-test-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data()))
+    throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  // Make everything removable (tests take permissions away).
+  for (auto it = fs::recursive_directory_iterator(path_, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec) && !it->is_symlink(ec))
+      fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
+  }
+  fs::remove_all(path_, ec);
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f)
+    throw std::runtime_error("cannot write " + path);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string content(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed * 7919 + 17);
+  std::string s(n, '\0');
+  for (auto& c : s)
+    c = static_cast<char>(rng() & 0xff);
+  return s;
+}
+
+std::vector<std::string> make_tree(const std::string& root, std::size_t n, std::size_t size,
+                                   std::size_t dirs) {
+  std::vector<std::string> paths;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto rel = "d" + std::to_string(i % dirs) + "/f" + std::to_string(i) + ".bin";
+    write_file(root + "/" + rel, content(size, i));
+    paths.push_back(rel);
+  }
+  return paths;
+}
+
+namespace {
+
+std::vector<char*> argv_of(std::vector<std::string>& args) {
+  std::vector<char*> v;
+  for (auto& a : args)
+    v.push_back(a.data());
+  v.push_back(nullptr);
+  return v;
+}
+
+int spawn(std::vector<std::string> args, const std::string& out, const std::string& err) {
+  args.insert(args.begin(), MEDIASYNC_BIN);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  auto argv = argv_of(args);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, MEDIASYNC_BIN, &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0)
+    throw std::runtime_error("cannot start " MEDIASYNC_BIN);
+  return pid;
+}
+
+} // namespace
+
+int wait_pid(int pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return -1;
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  if (WIFSIGNALED(status))
+    return 128 + WTERMSIG(status);
+  return -1;
+}
+
+int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix) {
+  return spawn(args, log_prefix + ".out", log_prefix + ".err");
+}
+
+run_result run_mediasync(const std::vector<std::string>& args) {
+  temp_dir logs;
+  auto pid = spawn(args, logs / "out", logs / "err");
+  run_result r;
+  r.exit_code = wait_pid(pid);
+  r.out = read_file(logs / "out");
+  r.err = read_file(logs / "err");
+  return r;
+}
+
+} // namespace ms::test

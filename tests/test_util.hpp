@@ -1,0 +1,48 @@
+// Helpers shared by the tests: temp dirs, files, running the real binary.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ms::test {
+
+/// A temporary directory, removed with everything under it on destruction.
+class temp_dir {
+public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+private:
+  std::string path_;
+};
+
+/// Writes `bytes` to `path`, creating parent directories.
+void write_file(const std::string& path, const std::string& bytes);
+/// Reads a whole file; throws if it cannot.
+std::string read_file(const std::string& path);
+/// Deterministic pseudo-random content of `n` bytes for file number `seed`.
+std::string content(std::size_t n, std::uint64_t seed);
+/// Creates `n` files of `size` bytes in `dirs` folders under `root`; returns their relative paths.
+std::vector<std::string> make_tree(const std::string& root, std::size_t n, std::size_t size,
+                                   std::size_t dirs = 10);
+
+/// Result of running a command.
+struct run_result {
+  int exit_code = -1;  ///< exit status, or 128+signal
+  std::string out;
+  std::string err;
+};
+
+/// Runs the mediasync binary with `args`, waits, captures stdout and stderr.
+run_result run_mediasync(const std::vector<std::string>& args);
+/// Starts the mediasync binary with `args` in the background (output to files); returns its pid.
+int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix);
+/// Waits for `pid`; returns its exit status or 128+signal.
+int wait_pid(int pid);
+
+} // namespace ms::test
