@@ -37,16 +37,30 @@ file_worker(file_worker_actor::stateful_pointer<worker_state> self, ingest_funct
 
 ingest_function make_library_ingest() {
   // Each worker runs on its own thread (detached), so the ingestor is per worker.
+  // Keyed by job: a finished job removes its temp folder, so the next one starts afresh.
   struct cache {
+    std::uint64_t job_id = 0;
     std::string source_root;
     std::string dest_root;
     std::unique_ptr<ingestor> ing;
   };
   auto c = std::make_shared<cache>();
   return [c](const file_task& task) -> file_outcome {
-    if (!c->ing || c->source_root != task.source_root || c->dest_root != task.dest_root) {
+    if (!c->ing || c->job_id != task.job_id || c->source_root != task.source_root
+        || c->dest_root != task.dest_root) {
       c->ing.reset();
-      c->ing = std::make_unique<ingestor>(task.source_root, task.dest_root);
+      try {
+        c->ing = std::make_unique<ingestor>(task.source_root, task.dest_root);
+      } catch (const std::exception& e) {
+        file_outcome out;
+        out.path = task.path;
+        out.size = task.size;
+        out.mtime_ns = task.mtime_ns;
+        out.status = file_status::failed;
+        out.error = e.what();
+        return out;
+      }
+      c->job_id = task.job_id;
       c->source_root = task.source_root;
       c->dest_root = task.dest_root;
     }

@@ -9,8 +9,9 @@
 //  - The file is read once, in chunks of up to 1 MiB into a buffer reused for the
 //    ingestor's life; every chunk goes to SHA-256, the first bytes to sniff_mime and
 //    the chunk to a temporary file DEST/.mediasync-tmp/<pid>-<tid>-<n>. The temporary
-//    file gets the source's permission bits (mode & 0777) and atime/mtime, and is
-//    renamed over DEST/<relative path>. Nothing is fsynced: the writer calls
+//    file gets the source's permission bits (mode & 0777; set at creation, fchmod
+//    only if the umask interferes) and atime/mtime, and is renamed over
+//    DEST/<relative path>. Nothing is fsynced: the writer calls
 //    sync_filesystem() once per batch.
 //  - fstat before and after the read (size, mtime) and the byte count must agree,
 //    else the outcome is failed "changed while being read".
@@ -82,6 +83,25 @@ std::string errno_text(int err) {
 }
 
 std::atomic<std::uint64_t> temp_counter{0};
+
+/// The process umask, read without changing it (umask(2) would race with other
+/// threads creating files); -1 if unknown.
+int current_umask() {
+  FILE* f = std::fopen("/proc/self/status", "re");
+  if (f == nullptr)
+    return -1;
+  char line[256];
+  int mask = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned m = 0;
+    if (std::sscanf(line, "Umask: %o", &m) == 1) {
+      mask = static_cast<int>(m & 0777);
+      break;
+    }
+  }
+  std::fclose(f);
+  return mask;
+}
 
 /// Wall-clock time of the first ingestor of this process (before any temp file of ours).
 std::int64_t process_epoch_ns() {
@@ -173,6 +193,7 @@ struct ingestor::impl {
   std::string dest_root;
   pid_t pid = 0;
   pid_t tid = 0;
+  int umask_bits = -1;  ///< -1: unknown, always fchmod
   std::unique_ptr<unsigned char[]> buf;
   unsigned char head[head_size];
   std::size_t head_len = 0;
@@ -388,6 +409,7 @@ ingestor::ingestor(const std::string& source_root, const std::string& dest_root)
   if (s.dst_fd < 0)
     throw std::runtime_error("cannot open destination directory '" + dest_root
                              + "': " + errno_text(errno));
+  s.umask_bits = current_umask();
   s.pid = ::getpid();
   s.tid = ::gettid();
   s.buf.reset(new unsigned char[buffer_size]);
@@ -513,9 +535,14 @@ file_outcome ingestor::ingest(const ingest_request& req) {
     return fail(std::move(s.error));
   if (!s.ensure_tmp_dir())
     return fail(std::move(s.error));
+  // Created with the source's permission bits (the fd is writable whatever they
+  // are); fchmod only when the umask took some away.
+  const mode_t perm = before.st_mode & 0777;
+  const bool need_chmod = s.umask_bits < 0 || (perm & static_cast<mode_t>(s.umask_bits)) != 0;
   int out = -1;
   for (int attempt = 0; attempt < 8; ++attempt) {
-    out = ::openat(s.tmp_fd, s.next_tmp_name(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    out = ::openat(s.tmp_fd, s.next_tmp_name(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                   need_chmod ? 0600 : perm);
     if (out >= 0 || errno != EEXIST)
       break;
   }
@@ -531,7 +558,7 @@ file_outcome ingestor::ingest(const ingest_request& req) {
     return discard(std::move(s.error));
   if (!unchanged(total))
     return discard("changed while being read");
-  if (::fchmod(out, before.st_mode & 0777) != 0)
+  if (need_chmod && ::fchmod(out, perm) != 0)
     return discard("library file attributes cannot be set: " + errno_text(errno));
   const struct timespec times[2] = {before.st_atim, before.st_mtim};
   if (::futimens(out, times) != 0)

@@ -10,6 +10,9 @@
 
 namespace ms {
 
+/// Folder under DEST holding files being written, before their rename into place.
+inline constexpr const char* temp_dir_name = ".mediasync-tmp";
+
 /// One file to ingest, as the coordinator dispatches it.
 struct ingest_request {
   std::string path;           ///< relative to the source root

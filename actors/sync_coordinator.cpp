@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/ingest.hpp"
 #include "actors/scanner.hpp"
 
 namespace ms {
@@ -145,6 +146,9 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
 void finish(coord_ptr self) {
   auto& st = self->state;
   st.finishing = true;
+  // Every worker is idle: the temp folder is empty unless another job uses it.
+  if (st.dest_fd >= 0)
+    ::unlinkat(st.dest_fd, temp_dir_name, AT_REMOVEDIR);
   job_status status = !st.fatal.empty() ? job_status::failed
                       : st.stopping     ? job_status::interrupted
                                         : job_status::completed;

@@ -290,18 +290,21 @@ int cmd_sync(const options& opt) {
     auto src = existing_dir(opt.positional[0], "source");
     if (::access(src.c_str(), R_OK | X_OK) != 0)
       throw usage_error("source '" + src + "' cannot be read: " + std::strerror(errno));
-    std::string dst_arg = opt.positional[1];
+    // Where DEST is (or will be), checked before anything is created.
     std::error_code ec;
-    if (!opt.dry_run)
-      std::filesystem::create_directories(dst_arg, ec);
+    auto dst = std::filesystem::weakly_canonical(std::filesystem::absolute(opt.positional[1]), ec).string();
     if (ec)
-      throw fatal_error("destination '" + dst_arg + "' cannot be created: " + ec.message());
-    auto dst = opt.dry_run && !std::filesystem::exists(dst_arg) ? std::filesystem::absolute(dst_arg).lexically_normal().string()
-                                                               : existing_dir(dst_arg, "destination");
+      throw usage_error("destination '" + opt.positional[1] + "': " + ec.message());
     if (is_inside(dst, src))
       throw usage_error("destination '" + dst + "' lies inside the source '" + src + "'");
     if (is_inside(src, dst))
       throw usage_error("source '" + src + "' lies inside the destination '" + dst + "'");
+    if (!opt.dry_run) {
+      std::filesystem::create_directories(dst, ec);
+      if (ec)
+        throw fatal_error("destination '" + dst + "' cannot be created: " + ec.message());
+      dst = existing_dir(dst, "destination");
+    }
     if (opt.dry_run)
       return dry_run(opt, src, dst);
     if (::access(dst.c_str(), W_OK | X_OK) != 0)

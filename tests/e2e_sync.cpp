@@ -1,0 +1,415 @@
+// End-to-end tests: the real binary on real trees, checked through a separate
+// SQLite connection, as another program reading the database would.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "test_util.hpp"
+
+using namespace ms::test;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A read-only connection of the test's own, like a web app polling the database.
+class db_reader {
+public:
+  explicit db_reader(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
+      throw std::runtime_error("cannot open " + path);
+  }
+  ~db_reader() { sqlite3_close(db_); }
+
+  /// Rows of a query, each column as bytes (NULL as "<null>"). Throws with SQLite's message.
+  std::vector<std::vector<std::string>> rows(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+      throw std::runtime_error(sqlite3_errmsg(db_));
+    std::vector<std::vector<std::string>> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      std::vector<std::string> row;
+      for (int i = 0; i < sqlite3_column_count(st); ++i) {
+        auto p = sqlite3_column_blob(st, i);
+        row.push_back(p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, i))
+                        : std::string{"<null>"});
+      }
+      out.push_back(std::move(row));
+    }
+    std::string err = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
+    sqlite3_finalize(st);
+    if (!err.empty())
+      throw std::runtime_error(err);
+    return out;
+  }
+  std::string one(const std::string& sql) {
+    auto r = rows(sql);
+    return r.empty() || r[0].empty() ? std::string{} : r[0][0];
+  }
+  long num(const std::string& sql) { return std::stol(one(sql)); }
+  void exec(const std::string& sql) {
+    char* msg = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+      std::string m = msg ? msg : "?";
+      sqlite3_free(msg);
+      throw std::runtime_error(m);
+    }
+  }
+
+private:
+  sqlite3* db_ = nullptr;
+};
+
+/// Checks the counters invariant of a job: counters equal the sync rows.
+void check_counters(db_reader& db, int job) {
+  auto j = std::to_string(job);
+  auto r = db.rows("SELECT processed_files, failed_files, skipped_files, processed_bytes FROM "
+                   "sync_jobs WHERE id = " + j);
+  REQUIRE(r.size() == 1);
+  auto c = db.rows("SELECT "
+                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='ok'),"
+                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='failed'),"
+                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='skipped'),"
+                   "(SELECT coalesce(sum(size),0) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='ok')");
+  CHECK(r[0] == c[0]);
+}
+
+std::string status_of(db_reader& db, int job) {
+  return db.one("SELECT status FROM sync_jobs WHERE id = " + std::to_string(job));
+}
+
+void require_same_tree(const std::string& src, const std::string& dst,
+                       const std::vector<std::string>& paths) {
+  for (auto& p : paths)
+    REQUIRE(read_file(dst + "/" + p) == read_file(src + "/" + p));
+}
+
+} // namespace
+
+TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]") {
+  temp_dir t;
+  auto paths = make_tree(t / "src", 300, 3000, 7);
+  write_file(t / "src/empty.dat", "");
+  paths.push_back("empty.dat");
+  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  require_same_tree(t / "src", t / "lib", paths);
+  db_reader db(t / "m.db");
+  CHECK(status_of(db, 1) == "completed");
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1 AND status='ok'") == 301);
+  CHECK(db.num("SELECT total_files FROM sync_jobs WHERE id=1") == 301);
+  CHECK(db.one("SELECT sha256 FROM file_results WHERE path='empty.dat'")
+        == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(db.num("SELECT count(*) FROM media_items") == 301);
+  CHECK(db.one("SELECT finished_at FROM sync_jobs WHERE id=1") != "<null>");
+  check_counters(db, 1);
+  // No temp files (nor their folder) stay behind in the library.
+  CHECK_FALSE(fs::exists(t / "lib/.mediasync-tmp"));
+
+  auto r2 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  REQUIRE(r2.exit_code == 0);
+  CHECK(db.num("SELECT skipped_files FROM sync_jobs WHERE id=2") == 301);
+  CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=2") == 0);
+  CHECK(db.one("SELECT DISTINCT error FROM file_results WHERE job_id=2") == "unchanged");
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE last_job_id=2 AND first_job_id=1") == 301);
+  check_counters(db, 2);
+
+  // A changed file (size differs) is copied again, the others skipped.
+  write_file(t / "src/d0/f0.bin", "changed");
+  auto r3 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  REQUIRE(r3.exit_code == 0);
+  CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=3") == 1);
+  CHECK(read_file(t / "lib/d0/f0.bin") == "changed");
+}
+
+TEST_CASE("a reader polling every 10 ms never sees a lock error or counters that disagree", "[e2e]") {
+  temp_dir t;
+  auto paths = make_tree(t / "src", 4000, 2000, 40);
+  // The job row exists once the writer created it; poll from the start.
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "32",
+                              "--batch-size", "50", "--flush-interval", "20", "--progress", "none"},
+                             t / "run");
+  std::atomic<bool> stop{false};
+  std::vector<std::string> errors;
+  long polls = 0, states_seen = 0;
+  std::thread poller([&] {
+    long last_done = -1;
+    while (!stop) {
+      std::this_thread::sleep_for(10ms);
+      if (!fs::exists(t / "m.db"))
+        continue;
+      try {
+        db_reader db(t / "m.db");
+        // One read transaction: the job row and its rows from the same committed state.
+        db.exec("BEGIN");
+        auto job = db.rows("SELECT processed_files, failed_files, skipped_files, processed_bytes "
+                           "FROM sync_jobs WHERE id = 1");
+        auto rows = db.rows(
+          "SELECT (SELECT count(*) FROM file_results WHERE job_id=1 AND status='ok'),"
+          "(SELECT count(*) FROM file_results WHERE job_id=1 AND status='failed'),"
+          "(SELECT count(*) FROM file_results WHERE job_id=1 AND status='skipped'),"
+          "(SELECT coalesce(sum(size),0) FROM file_results WHERE job_id=1 AND status='ok')");
+        db.exec("COMMIT");
+        ++polls;
+        if (job.empty())
+          continue;
+        ++states_seen;
+        if (job[0] != rows[0])
+          errors.push_back("counters " + job[0][0] + " disagree with rows " + rows[0][0]);
+        long done = std::stol(job[0][0]) + std::stol(job[0][1]) + std::stol(job[0][2]);
+        if (done < last_done)
+          errors.push_back("counters went down: " + std::to_string(done) + " < "
+                           + std::to_string(last_done));
+        last_done = done;
+      } catch (const std::exception& e) {
+        errors.push_back(std::string{"reader error: "} + e.what());
+      }
+    }
+  });
+  int rc = wait_pid(pid);
+  std::this_thread::sleep_for(30ms);
+  stop = true;
+  poller.join();
+  INFO(read_file(t / "run.err"));
+  REQUIRE(rc == 0);
+  for (auto& e : errors)
+    UNSCOPED_INFO(e);
+  CHECK(errors.empty());
+  CHECK(polls > 0);
+  CHECK(states_seen > 0);
+  db_reader db(t / "m.db");
+  CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=1") == 4000);
+  check_counters(db, 1);
+}
+
+TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right", "[e2e]") {
+  temp_dir t;
+  auto paths = make_tree(t / "src", 5000, 4000, 50);
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "2",
+                              "--batch-size", "25", "--progress", "none"},
+                             t / "run");
+  // Kill as soon as some work is committed.
+  bool killed_mid_run = false;
+  for (int i = 0; i < 3000; ++i) {
+    std::this_thread::sleep_for(2ms);
+    try {
+      if (!fs::exists(t / "m.db"))
+        continue;
+      db_reader db(t / "m.db");
+      auto r = db.rows("SELECT processed_files, status FROM sync_jobs WHERE id=1");
+      if (!r.empty() && std::stol(r[0][0]) > 0) {
+        killed_mid_run = r[0][1] == "running";
+        break;
+      }
+    } catch (const std::exception&) {
+      // The schema may not exist yet.
+    }
+  }
+  ::kill(pid, SIGKILL);
+  CHECK(wait_pid(pid) == 128 + SIGKILL);
+  REQUIRE(killed_mid_run);
+  {
+    db_reader db(t / "m.db");
+    CHECK(status_of(db, 1) == "running");
+    CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") < 5000);
+    check_counters(db, 1);
+  }
+  auto r = run_mediasync({"resume", "1", "--db", t / "m.db", "--progress", "none"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  db_reader db(t / "m.db");
+  CHECK(status_of(db, 1) == "completed");
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") == 5000);
+  CHECK(db.num("SELECT count(DISTINCT path) FROM file_results WHERE job_id=1") == 5000);
+  CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=1") == 5000);
+  CHECK(db.num("SELECT count(*) FROM sync_jobs") == 1);
+  check_counters(db, 1);
+  require_same_tree(t / "src", t / "lib", paths);
+  CHECK_FALSE(fs::exists(t / "lib/.mediasync-tmp"));
+}
+
+TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes it", "[e2e]") {
+  temp_dir t;
+  auto paths = make_tree(t / "src", 6000, 4000, 60);
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "2",
+                              "--batch-size", "20", "--progress", "none"},
+                             t / "run");
+  for (int i = 0; i < 3000; ++i) {
+    std::this_thread::sleep_for(2ms);
+    try {
+      if (fs::exists(t / "m.db") && db_reader(t / "m.db").num(
+            "SELECT processed_files FROM sync_jobs WHERE id=1") > 0)
+        break;
+    } catch (const std::exception&) {
+    }
+  }
+  ::kill(pid, SIGINT);
+  int rc = wait_pid(pid);
+  INFO(read_file(t / "run.err"));
+  REQUIRE(rc == 130);
+  {
+    db_reader db(t / "m.db");
+    CHECK(status_of(db, 1) == "interrupted");
+    CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") < 6000);
+    check_counters(db, 1);
+  }
+  CHECK_THAT(read_file(t / "run.err"), Catch::Contains("resume"));
+  auto r = run_mediasync({"resume", "1", "--db", t / "m.db", "--progress", "none"});
+  REQUIRE(r.exit_code == 0);
+  db_reader db(t / "m.db");
+  CHECK(status_of(db, 1) == "completed");
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") == 6000);
+  check_counters(db, 1);
+  require_same_tree(t / "src", t / "lib", paths);
+}
+
+TEST_CASE("hostile names, special files and symlinks: correct rows, nothing outside DEST", "[e2e]") {
+  temp_dir t;
+  auto src = t / "src";
+  std::vector<std::string> names = {"with space.jpg", "quote's \"double\".png",
+                                    "new\nline.txt", std::string("bad\xff\xfeutf8.bin"),
+                                    "'; DROP TABLE sync_jobs; --", std::string(255, 'n')};
+  for (std::size_t i = 0; i < names.size(); ++i)
+    write_file(src + "/" + names[i], content(100 + i, i));
+  fs::create_directories(t / "outside");
+  write_file(t / "outside/secret.txt", "secret");
+  fs::create_symlink(t / "outside", src + "/link-to-outside");
+  fs::create_symlink("missing-target", src + "/broken-link");
+  fs::create_symlink("loop", src + "/loop");
+  REQUIRE(::mkfifo((src + "/fifo").c_str(), 0644) == 0);
+  auto r = run_mediasync({"sync", src, t / "lib", "--db", t / "m.db", "--progress", "none"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  db_reader db(t / "m.db");
+  for (auto& n : names) {
+    CHECK(read_file(t / "lib/" + n) == read_file(src + "/" + n));
+    auto rows = db.rows("SELECT path FROM file_results WHERE status='ok'");
+    bool found = false;
+    for (auto& row : rows)
+      found = found || row[0] == n;
+    CHECK(found);
+  }
+  CHECK(db.num("SELECT count(*) FROM sync_jobs") == 1);
+  CHECK(db.one("SELECT error FROM file_results WHERE path='fifo'") == "skipped special file (FIFO)");
+  for (auto l : {"link-to-outside", "broken-link", "loop"})
+    CHECK(db.one(std::string{"SELECT status FROM file_results WHERE path='"} + l + "'") == "skipped");
+  CHECK_FALSE(fs::exists(t / "lib/link-to-outside"));
+  CHECK(read_file(t / "outside/secret.txt") == "secret");
+  check_counters(db, 1);
+}
+
+TEST_CASE("vanished files are marked missing, an empty source is refused", "[e2e]") {
+  temp_dir t;
+  auto paths = make_tree(t / "src", 20, 100, 2);
+  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"};
+  REQUIRE(run_mediasync(base).exit_code == 0);
+  fs::remove(t / "src/d0/f0.bin");
+  REQUIRE(run_mediasync(base).exit_code == 0);
+  db_reader db(t / "m.db");
+  CHECK(db.num("SELECT missing FROM media_items WHERE path='d0/f0.bin'") == 1);
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 19);
+  CHECK(fs::exists(t / "lib/d0/f0.bin"));  // never deleted from the library
+  // The whole source disappears (unmounted): refused, nothing marked.
+  fs::remove_all(t / "src");
+  fs::create_directories(t / "src");
+  auto r = run_mediasync(base);
+  CHECK(r.exit_code == 3);
+  CHECK_THAT(r.err, Catch::Contains("is empty") && Catch::Contains("--allow-empty-source"));
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 19);
+  auto args = base;
+  args.push_back("--allow-empty-source");
+  CHECK(run_mediasync(args).exit_code == 0);
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 0);
+}
+
+TEST_CASE("--checksum finds content changes that keep size and mtime", "[e2e]") {
+  temp_dir t;
+  write_file(t / "src/a.bin", "aaaa");
+  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"};
+  REQUIRE(run_mediasync(base).exit_code == 0);
+  struct stat sb;
+  REQUIRE(::stat((t / "src/a.bin").c_str(), &sb) == 0);
+  write_file(t / "src/a.bin", "bbbb");
+  struct timespec times[2] = {sb.st_atim, sb.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, (t / "src/a.bin").c_str(), times, 0) == 0);
+  REQUIRE(run_mediasync(base).exit_code == 0);
+  CHECK(read_file(t / "lib/a.bin") == "aaaa");  // size + mtime match: skipped
+  auto args = base;
+  args.push_back("--checksum");
+  REQUIRE(run_mediasync(args).exit_code == 0);
+  CHECK(read_file(t / "lib/a.bin") == "bbbb");
+  db_reader db(t / "m.db");
+  CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=3") == 1);
+  // Unchanged content under --checksum is skipped.
+  REQUIRE(run_mediasync(args).exit_code == 0);
+  CHECK(db.num("SELECT skipped_files FROM sync_jobs WHERE id=4") == 1);
+}
+
+TEST_CASE("filters, dry run and JSON progress", "[e2e]") {
+  temp_dir t;
+  write_file(t / "src/a.jpg", "j");
+  write_file(t / "src/b.png", "p");
+  write_file(t / "src/cache/c.jpg", "c");
+  auto dry = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--dry-run"});
+  CHECK(dry.exit_code == 0);
+  CHECK_THAT(dry.out, Catch::Contains("3 file(s) to copy"));
+  CHECK_FALSE(fs::exists(t / "lib"));
+  CHECK_FALSE(fs::exists(t / "m.db"));
+  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--include", "*.jpg",
+                          "--exclude", "cache", "--progress", "json"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(fs::exists(t / "lib/a.jpg"));
+  CHECK_FALSE(fs::exists(t / "lib/b.png"));
+  CHECK_FALSE(fs::exists(t / "lib/cache/c.jpg"));
+  CHECK_THAT(r.out, Catch::Contains("\"processed_files\":1") && Catch::Contains("\"final\":true"));
+  auto s = run_mediasync({"status", "--db", t / "m.db", "--json"});
+  CHECK(s.exit_code == 0);
+  CHECK_THAT(s.out, Catch::Contains("\"status\":\"completed\"") && Catch::Contains("\"include\":[\"*.jpg\"]"));
+}
+
+TEST_CASE("bad input: clear message naming the input, documented exit code", "[e2e]") {
+  temp_dir t;
+  write_file(t / "src/a.bin", "a");
+  struct bad_case {
+    std::vector<std::string> args;
+    int code;
+    std::string says;
+  };
+  std::vector<bad_case> cases = {
+    {{"sync", t / "nope", t / "lib", "--db", t / "m.db"}, 2, t / "nope"},
+    {{"sync", t / "src/a.bin", t / "lib", "--db", t / "m.db"}, 2, "is not a directory"},
+    {{"sync", t / "src", t / "src/lib", "--db", t / "m.db"}, 2, "lies inside the source"},
+    {{"sync", t / "src"}, 2, "SOURCE and DEST"},
+    {{"sync", t / "src", t / "lib", "--workers", "0"}, 2, "--workers"},
+    {{"sync", t / "src", t / "lib", "--batch-size", "x"}, 2, "not a whole number"},
+    {{"sync", t / "src", t / "lib", "--frobnicate"}, 2, "--frobnicate"},
+    {{"sync", t / "src", t / "lib", "--db", t / "no/such/dir/m.db"}, 3, t / "no/such/dir/m.db"},
+    {{"resume", "42", "--db", t / "none.db"}, 3, t / "none.db"},
+    {{"resume", "abc"}, 2, "'abc'"},
+    {{"frob"}, 2, "unknown command"},
+  };
+  for (auto& c : cases) {
+    auto r = run_mediasync(c.args);
+    INFO(c.args[0] << " " << (c.args.size() > 1 ? c.args[1] : "") << ": " << r.err);
+    CHECK(r.exit_code == c.code);
+    CHECK_THAT(r.err, Catch::Contains(c.says));
+  }
+  CHECK_FALSE(fs::exists(t / "src/lib"));
+  // A job that does not exist in an existing database.
+  REQUIRE(run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db"}).exit_code == 0);
+  auto r = run_mediasync({"resume", "42", "--db", t / "m.db"});
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains("job 42 does not exist"));
+}
