@@ -17,6 +17,8 @@ int cmd_sync(const options& opt);
 int cmd_resume(const options& opt);
 int cmd_status(const options& opt);
 int cmd_jobs(const options& opt);
+/// Creates the schema or applies pending migrations, then exits.
+int cmd_migrate(const options& opt);
 
 /// Sets up spdlog on stderr at the given level.
 void setup_logging(const std::string& level);

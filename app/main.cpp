@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
     return cmd_status(opt);
   if (opt.command == "jobs")
     return cmd_jobs(opt);
+  if (opt.command == "migrate")
+    return cmd_migrate(opt);
   std::cerr << "mediasync: unknown command '" << opt.command << "' (see mediasync --help)\n";
   return exit_code::usage;
 }

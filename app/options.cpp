@@ -30,7 +30,9 @@ std::uint64_t parse_uint(const std::string& name, const std::string& v, std::uin
 
 const std::vector<option_def>& table() {
   static const std::vector<option_def> defs = {
-    {"db", "path|url", "./mediasync.db", "database: a SQLite file path (or sqlite:PATH)", true,
+    {"db", "path|url", "./mediasync.db",
+     "database: a SQLite file (PATH or sqlite:PATH) or PostgreSQL (postgresql://user@host/db, "
+     "postgres://..., or 'host=... dbname=...'; passwords from PGPASSWORD or ~/.pgpass)", true,
      [](options& o, const std::string& v) {
        if (v.empty())
          throw usage_error("--db: empty database path");
@@ -160,7 +162,8 @@ std::string help_text() {
          "  sync SOURCE DEST     copy new and changed files of SOURCE into the library DEST\n"
          "  resume JOB           finish an interrupted job, redoing only what was not committed\n"
          "  status [JOB]         show a job (default: the newest); --json, --watch\n"
-         "  jobs                 list the newest jobs\n"
+         "  jobs                 list the newest jobs; --json\n"
+         "  migrate              create the schema or apply pending migrations\n"
          "  help                 this text\n\n"
          "Options:\n";
   for (auto& d : table()) {
