@@ -5,18 +5,40 @@
 //    time with O_NOFOLLOW (directories as O_PATH|O_DIRECTORY), so a symlink
 //    anywhere in the path is refused, never followed. The library side is walked the
 //    same way from the destination root fd (missing directories are created with
-//    mkdirat, mode 0755 minus umask): nothing is ever written outside DEST.
+//    mkdirat, mode 0755 minus umask): nothing is ever written outside DEST. The
+//    library directory fds stay O_PATH: openat(O_PATH dirfd, ".", O_TMPFILE) works,
+//    and O_PATH needs no read permission on the directory.
 //  - The file is read once, in chunks of up to 1 MiB into a buffer reused for the
 //    ingestor's life; every chunk goes to SHA-256, the first bytes to sniff_mime and
-//    the chunk to a temporary file DEST/.mediasync-tmp/<pid>-<tid>-<n>. The temporary
-//    file gets the source's permission bits (mode & 0777; set at creation, fchmod
-//    only if the umask interferes) and atime/mtime, and is renamed over
-//    DEST/<relative path>. Nothing is fsynced: the writer calls
-//    sync_filesystem() once per batch.
+//    the chunk to a temporary file in the file's own library directory:
+//      * normally an unnamed O_TMPFILE (openat(dir, ".", O_TMPFILE)). Once written,
+//        it gets its name with linkat("/proc/self/fd/<fd>", dir, name,
+//        AT_SYMLINK_FOLLOW) (not AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH):
+//        the complete file appears under its final name at once. If the name exists
+//        (a changed file replacing its old copy), the file is linked under a short
+//        temporary name ".mediasync-tmp.<pid>.<n>" (final names may be 255 bytes)
+//        and renamed over the final name, in the same directory: atomic, readers
+//        see the old or the new content, never a mix. A kill at any point leaves no
+//        temporary file behind: an unnamed inode is freed when its last fd closes,
+//        and the named window is one linkat + renameat long.
+//      * fallback, when the filesystem has no O_TMPFILE (EOPNOTSUPP, EISDIR, EINVAL:
+//        NFS, FUSE, old kernels, ...) or /proc/self/fd cannot be used (not mounted,
+//        another pid namespace's /proc): the temporary file is created by name,
+//        ".mediasync-tmp.<pid>.<n>" with O_CREAT|O_EXCL in the same directory, and
+//        renamed over the final name. The ingestor remembers that O_TMPFILE is out
+//        and does not try it again (when /proc fails only at the linkat, that one
+//        file is read and written again). In this mode a crash can leave such a
+//        temporary file in a library directory; nothing sweeps it.
+//    No shared temporary folder, no cross-directory rename (they serialise on the
+//    filesystem's rename mutex), and creations spread over the library directories.
+//    The temporary file gets the source's permission bits (mode & 0777; set at
+//    creation, fchmod only if the umask interferes) and atime/mtime before it gets
+//    its name. Nothing is fsynced: the writer calls sync_filesystem() once per batch.
 //  - fstat before and after the read (size, mtime) and the byte count must agree,
 //    else the outcome is failed "changed while being read".
 //  - The last source and library directory fds are cached (the files of one
-//    directory come one after another), so a file costs about ten syscalls.
+//    directory come one after another), so a file costs about ten syscalls. A cached
+//    library directory removed meanwhile is walked (and created) again once.
 //  - Error strings (outcome.error, status failed):
 //      source side:  "vanished before it was read", "is a symlink",
 //                    "cannot open: <strerror>", "not a regular file any more (<type>)",
@@ -30,28 +52,26 @@
 //                    "library path component '<dir>' is not a directory",
 //                    "library directory '<dir>' cannot be created: <strerror>",
 //                    "library directory '<dir>' cannot be opened: <strerror>",
-//                    "library temporary directory cannot be created: <strerror>",
 //                    "library temporary file cannot be created: <strerror>",
 //                    "library write failed: <strerror>",
 //                    "library file attributes cannot be set: <strerror>",
 //                    "library path '<path>' exists as a directory",
+//                    "library file cannot be linked into place: <strerror>",
 //                    "library file cannot be renamed into place: <strerror>"
 //  - compare_sha256 set: the file is hashed without writing; equal -> status skipped,
 //    error "unchanged (checksum)", library_path = known_library_path,
 //    touches_media = true; otherwise it is read again and copied.
 //  - dry_run: hashed and sniffed, nothing written; status ok, library_path empty and
 //    touches_media false (the file is not in the library).
-//  - The constructor removes stale temporary files: those whose pid is not a live
-//    process, and those carrying this process's pid but older than the process
-//    (a reused pid, common in containers).
+//  - Test hooks (declared by tests/ingest.cpp only): detail::ingest_force_named_temp(true)
+//    makes the ingestors constructed afterwards skip O_TMPFILE (the fallback above);
+//    detail::ingest_temp_names_used() counts the temporary names used so far.
 //
 // sniff_mime: returns "" for empty data, the mime type for a known magic number,
 // and "application/octet-stream" for any other non-empty data.
 #include "actors/ingest.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,9 +84,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <initializer_list>
 #include <stdexcept>
 #include <string_view>
@@ -77,7 +95,10 @@ namespace {
 
 constexpr std::size_t buffer_size = 1 << 20;
 constexpr std::size_t head_size = 256;
-constexpr const char* tmp_dir_name = ".mediasync-tmp";
+/// Prefix of the named temporary files, followed by "<pid>.<n>".
+constexpr const char* tmp_prefix = ".mediasync-tmp.";
+/// Creating a named temporary file gives up after this many names already taken.
+constexpr int tmp_name_attempts = 100;
 constexpr int dir_walk_flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
 
 std::string errno_text(int err) {
@@ -86,6 +107,7 @@ std::string errno_text(int err) {
 }
 
 std::atomic<std::uint64_t> temp_counter{0};
+std::atomic<bool> force_named_temp{false};
 
 /// The process umask, read without changing it (umask(2) would race with other
 /// threads creating files); -1 if unknown.
@@ -104,16 +126,6 @@ int current_umask() {
   }
   std::fclose(f);
   return mask;
-}
-
-/// Wall-clock time of the first ingestor of this process (before any temp file of ours).
-std::int64_t process_epoch_ns() {
-  static const std::int64_t t = [] {
-    struct timespec ts;
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  }();
-  return t;
 }
 
 std::int64_t to_ns(const struct timespec& ts) {
@@ -154,48 +166,37 @@ bool valid_relative(const std::string& p) {
   }
 }
 
-/// Removes temp files of dead processes (and of an earlier process with our pid).
-void remove_stale_temp_files(int dest_fd) {
-  int fd = ::openat(dest_fd, tmp_dir_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    ::close(fd);
-    return;
-  }
-  const pid_t self = ::getpid();
-  const std::int64_t epoch = process_epoch_ns() - 2'000'000'000;  // coarse fs clocks
-  while (struct dirent* e = ::readdir(d)) {
-    const char* n = e->d_name;
-    char* end = nullptr;
-    errno = 0;
-    long pid = std::strtol(n, &end, 10);
-    if (end == n || *end != '-' || errno != 0 || pid <= 0)
-      continue;
-    bool stale = false;
-    if (static_cast<pid_t>(pid) == self) {
-      struct stat sb;
-      stale = ::fstatat(fd, n, &sb, AT_SYMLINK_NOFOLLOW) == 0 && to_ns(sb.st_ctim) < epoch;
-    } else {
-      stale = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-    }
-    if (stale)
-      ::unlinkat(fd, n, 0);
-  }
-  ::closedir(d);
+/// errno values of an openat(O_TMPFILE) on a filesystem (or kernel) without it.
+bool tmpfile_unsupported(int e) {
+  return e == EOPNOTSUPP || e == EISDIR || e == EINVAL;
 }
 
 } // namespace
 
+// Test hooks, declared by tests/ingest.cpp only (not part of the interface).
+namespace detail {
+void ingest_force_named_temp(bool on);
+std::uint64_t ingest_temp_names_used();
+
+/// While on, newly constructed ingestors never try O_TMPFILE (the named-temp fallback).
+void ingest_force_named_temp(bool on) {
+  force_named_temp.store(on);
+}
+
+/// How many temporary names this process has used so far (fallback files, and the
+/// links made to replace an existing file): 0 more per new file with O_TMPFILE.
+std::uint64_t ingest_temp_names_used() {
+  return temp_counter.load();
+}
+} // namespace detail
+
 struct ingestor::impl {
   int src_fd = -1;
   int dst_fd = -1;
-  int tmp_fd = -1;
   std::string source_root;
   std::string dest_root;
   pid_t pid = 0;
-  pid_t tid = 0;
+  bool use_tmpfile = true;  ///< false once O_TMPFILE or /proc/self/fd proved unusable
   int umask_bits = -1;  ///< -1: unknown, always fchmod
   std::unique_ptr<unsigned char[]> buf;
   unsigned char head[head_size];
@@ -207,11 +208,11 @@ struct ingestor::impl {
   int src_dir_fd = -1;
   std::string lib_dir;
   int lib_dir_fd = -1;
-  char tmp_name[64];
+  char tmp_name[64];  ///< the last named temporary file, in the library directory
   std::string error;  ///< set by the helpers on failure
 
   ~impl() {
-    for (int fd : {src_dir_fd, lib_dir_fd, tmp_fd, src_fd, dst_fd})
+    for (int fd : {src_dir_fd, lib_dir_fd, src_fd, dst_fd})
       if (fd >= 0)
         ::close(fd);
     if (ctx != nullptr)
@@ -315,21 +316,6 @@ struct ingestor::impl {
     return fd;
   }
 
-  bool ensure_tmp_dir() {
-    if (tmp_fd >= 0)
-      return true;
-    if (::mkdirat(dst_fd, tmp_dir_name, 0700) != 0 && errno != EEXIST) {
-      error = "library temporary directory cannot be created: " + errno_text(errno);
-      return false;
-    }
-    tmp_fd = ::openat(dst_fd, tmp_dir_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (tmp_fd < 0) {
-      error = "library temporary directory cannot be created: " + errno_text(errno);
-      return false;
-    }
-    return true;
-  }
-
   static bool write_all(int fd, const unsigned char* p, std::size_t n) {
     while (n > 0) {
       ssize_t w = ::write(fd, p, n);
@@ -393,9 +379,129 @@ struct ingestor::impl {
 
   const char* next_tmp_name() {
     auto n = temp_counter.fetch_add(1, std::memory_order_relaxed);
-    std::snprintf(tmp_name, sizeof tmp_name, "%ld-%ld-%llu", static_cast<long>(pid),
-                  static_cast<long>(tid), static_cast<unsigned long long>(n));
+    std::snprintf(tmp_name, sizeof tmp_name, "%s%ld.%llu", tmp_prefix, static_cast<long>(pid),
+                  static_cast<unsigned long long>(n));
     return tmp_name;
+  }
+
+  /// After an operation in the cached library directory `ldir` failed: if it is the
+  /// cached fd (the directory may have been removed since it was cached), walks
+  /// (and creates) `dir` again and returns true with `ldir` updated; false if
+  /// there is nothing to retry, or with `error` set if the walk failed.
+  bool rewalk_lib(int& ldir, std::string_view dir) {
+    if (ldir != lib_dir_fd || lib_dir_fd < 0)
+      return false;
+    ::close(lib_dir_fd);
+    lib_dir_fd = -1;
+    ldir = dir_fd(dst_fd, dir, true, lib_dir, lib_dir_fd);
+    return ldir >= 0;
+  }
+
+  /// Opens an unnamed O_TMPFILE in `ldir`. Returns the fd; or -1 with `error` set;
+  /// or -1 with `use_tmpfile` cleared when the filesystem does not support it.
+  int open_tmpfile(int& ldir, std::string_view dir, mode_t mode) {
+    constexpr int flags = O_TMPFILE | O_WRONLY | O_CLOEXEC;
+    int out = ::openat(ldir, ".", flags, mode);
+    if (out < 0 && !tmpfile_unsupported(errno)) {
+      // A removed cached directory gives ENOENT, or EPERM on ext4.
+      int e = errno;
+      if (rewalk_lib(ldir, dir))
+        out = ::openat(ldir, ".", flags, mode);
+      else if (ldir < 0)
+        return -1;
+      else
+        errno = e;
+    }
+    if (out < 0) {
+      int e = errno;
+      if (tmpfile_unsupported(e))
+        use_tmpfile = false;
+      else
+        error = "library temporary file cannot be created: " + errno_text(e);
+    }
+    return out;
+  }
+
+  enum class link_result { ok, failed, no_proc };
+
+  /// Gives the written O_TMPFILE `out` its final name `name` in `ldir`: linkat when
+  /// the name is free, else linkat to a temporary name and renameat over it.
+  /// no_proc: /proc/self/fd cannot be used (nothing was linked).
+  link_result link_tmpfile(int out, int& ldir, std::string_view dir, const char* name,
+                           const std::string& path) {
+    char proc[32];
+    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", out);
+    int rc = ::linkat(AT_FDCWD, proc, ldir, name, AT_SYMLINK_FOLLOW);
+    if (rc != 0 && errno != EEXIST) {
+      int e = errno;
+      struct stat sb;
+      if (::fstatat(AT_FDCWD, proc, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return link_result::no_proc;
+      if (e == ENOENT && rewalk_lib(ldir, dir))
+        rc = ::linkat(AT_FDCWD, proc, ldir, name, AT_SYMLINK_FOLLOW);
+      else if (ldir < 0)
+        return link_result::failed;
+      else
+        errno = e;
+    }
+    if (rc == 0)
+      return link_result::ok;
+    if (errno != EEXIST) {
+      error = "library file cannot be linked into place: " + errno_text(errno);
+      return link_result::failed;
+    }
+    // The name exists (or is a directory): link under a temporary name, rename over.
+    for (int attempt = 0; attempt < tmp_name_attempts; ++attempt) {
+      rc = ::linkat(AT_FDCWD, proc, ldir, next_tmp_name(), AT_SYMLINK_FOLLOW);
+      if (rc == 0 || errno != EEXIST)
+        break;
+    }
+    if (rc != 0) {
+      error = "library temporary file cannot be created: " + errno_text(errno);
+      return link_result::failed;
+    }
+    if (!rename_into_place(ldir, name, path))
+      return link_result::failed;
+    return link_result::ok;
+  }
+
+  /// Renames tmp_name over `name` in `ldir`; on failure removes tmp_name and sets `error`.
+  bool rename_into_place(int ldir, const char* name, const std::string& path) {
+    if (::renameat(ldir, tmp_name, ldir, name) == 0)
+      return true;
+    int e = errno;
+    ::unlinkat(ldir, tmp_name, 0);
+    if (e == EISDIR)
+      error = "library path '" + path + "' exists as a directory";
+    else
+      error = "library file cannot be renamed into place: " + errno_text(e);
+    return false;
+  }
+
+  /// Fallback: creates the named temporary file tmp_name in `ldir`. Returns the fd,
+  /// or -1 with `error` set.
+  int open_named_temp(int& ldir, std::string_view dir, mode_t mode) {
+    constexpr int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int out = -1;
+    for (int round = 0; round < 2 && out < 0; ++round) {
+      for (int attempt = 0; attempt < tmp_name_attempts; ++attempt) {
+        out = ::openat(ldir, next_tmp_name(), flags, mode);
+        if (out >= 0 || errno != EEXIST)
+          break;
+      }
+      // A removed cached directory: walk (and create) it again once.
+      if (out >= 0 || errno != ENOENT || round > 0)
+        break;
+      if (!rewalk_lib(ldir, dir)) {
+        if (ldir < 0)
+          return -1;
+        errno = ENOENT;
+        break;
+      }
+    }
+    if (out < 0)
+      error = "library temporary file cannot be created: " + errno_text(errno);
+    return out;
   }
 };
 
@@ -414,14 +520,12 @@ ingestor::ingestor(const std::string& source_root, const std::string& dest_root)
                              + "': " + errno_text(errno));
   s.umask_bits = current_umask();
   s.pid = ::getpid();
-  s.tid = ::gettid();
+  s.use_tmpfile = !force_named_temp.load();
   s.buf.reset(new unsigned char[buffer_size]);
   s.ctx = EVP_MD_CTX_new();
   s.md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   if (s.ctx == nullptr || s.md == nullptr)
     throw std::runtime_error("cannot initialise SHA-256 (OpenSSL)");
-  process_epoch_ns();
-  remove_stale_temp_files(s.dst_fd);
 }
 
 ingestor::~ingestor() = default;
@@ -536,61 +640,82 @@ file_outcome ingestor::ingest(const ingest_request& req) {
   int ldir = s.dir_fd(s.dst_fd, dir, true, s.lib_dir, s.lib_dir_fd);
   if (ldir < 0)
     return fail(std::move(s.error));
-  if (!s.ensure_tmp_dir())
-    return fail(std::move(s.error));
   // Created with the source's permission bits (the fd is writable whatever they
   // are); fchmod only when the umask took some away.
   const mode_t perm = before.st_mode & 0777;
   const bool need_chmod = s.umask_bits < 0 || (perm & static_cast<mode_t>(s.umask_bits)) != 0;
-  int out = -1;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    out = ::openat(s.tmp_fd, s.next_tmp_name(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                   need_chmod ? 0600 : perm);
-    if (out >= 0 || errno != EEXIST)
-      break;
-  }
-  if (out < 0)
-    return fail("library temporary file cannot be created: " + errno_text(errno));
-  auto discard = [&](std::string reason) {
-    if (out >= 0)
-      ::close(out);
-    ::unlinkat(s.tmp_fd, s.tmp_name, 0);
-    return fail(std::move(reason));
+  const mode_t create_mode = need_chmod ? 0600 : perm;
+  bool read_before = false;  // the source offset is not at 0 any more
+  // Copies the source to `out`, checks it did not change, sets mode and times.
+  // False with s.error set.
+  auto fill = [&](int out) {
+    if (read_before && ::lseek(fd, 0, SEEK_SET) != 0) {
+      s.error = "read error: " + errno_text(errno);
+      return false;
+    }
+    read_before = true;
+    if (!s.pass(fd, out, expected, total, digest))
+      return false;
+    if (!unchanged(total)) {
+      s.error = "changed while being read";
+      return false;
+    }
+    if (need_chmod && ::fchmod(out, perm) != 0) {
+      s.error = "library file attributes cannot be set: " + errno_text(errno);
+      return false;
+    }
+    const struct timespec times[2] = {before.st_atim, before.st_mtim};
+    if (::futimens(out, times) != 0) {
+      s.error = "library file attributes cannot be set: " + errno_text(errno);
+      return false;
+    }
+    return true;
   };
-  if (!s.pass(fd, out, expected, total, digest))
-    return discard(std::move(s.error));
-  if (!unchanged(total))
-    return discard("changed while being read");
-  if (need_chmod && ::fchmod(out, perm) != 0)
-    return discard("library file attributes cannot be set: " + errno_text(errno));
-  const struct timespec times[2] = {before.st_atim, before.st_mtim};
-  if (::futimens(out, times) != 0)
-    return discard("library file attributes cannot be set: " + errno_text(errno));
-  int rc = ::close(out);
-  out = -1;
-  if (rc != 0)
-    return discard("library write failed: " + errno_text(errno));
-  int rc2 = ::renameat(s.tmp_fd, s.tmp_name, ldir, name);
-  if (rc2 != 0 && errno == ENOENT && ldir == s.lib_dir_fd) {
-    // The cached library directory was removed since: walk (and create) again once.
-    ::close(s.lib_dir_fd);
-    s.lib_dir_fd = -1;
-    ldir = s.dir_fd(s.dst_fd, dir, true, s.lib_dir, s.lib_dir_fd);
-    if (ldir < 0)
-      return discard(std::move(s.error));
-    rc2 = ::renameat(s.tmp_fd, s.tmp_name, ldir, name);
+  auto done = [&]() {
+    set_result(total, digest);
+    o.status = file_status::ok;
+    o.library_path = path;
+    o.touches_media = true;
+    return finish();
+  };
+
+  if (s.use_tmpfile) {
+    int out = s.open_tmpfile(ldir, dir, create_mode);
+    if (out < 0 && s.use_tmpfile)
+      return fail(std::move(s.error));
+    if (out >= 0) {
+      // An unnamed file: on any failure, closing it is all the cleanup there is.
+      bool ok = fill(out);
+      auto linked = ok ? s.link_tmpfile(out, ldir, dir, name, path) : impl::link_result::failed;
+      int rc = ::close(out);
+      if (linked == impl::link_result::ok) {
+        if (rc != 0)  // NFS-like late write error; the name is already there
+          return fail("library write failed: " + errno_text(errno));
+        return done();
+      }
+      if (linked == impl::link_result::failed)
+        return fail(std::move(s.error));
+      s.use_tmpfile = false;  // no_proc: write this file again, by name
+    }
   }
-  if (rc2 != 0) {
+
+  // --- fallback: a named temporary file in the same directory, renamed over the name
+  int out = s.open_named_temp(ldir, dir, create_mode);
+  if (out < 0)
+    return fail(std::move(s.error));
+  if (!fill(out)) {
+    ::close(out);
+    ::unlinkat(ldir, s.tmp_name, 0);
+    return fail(std::move(s.error));
+  }
+  if (::close(out) != 0) {
     int e = errno;
-    if (e == EISDIR)
-      return discard("library path '" + path + "' exists as a directory");
-    return discard("library file cannot be renamed into place: " + errno_text(e));
+    ::unlinkat(ldir, s.tmp_name, 0);
+    return fail("library write failed: " + errno_text(e));
   }
-  set_result(total, digest);
-  o.status = file_status::ok;
-  o.library_path = path;
-  o.touches_media = true;
-  return finish();
+  if (!s.rename_into_place(ldir, name, path))
+    return fail(std::move(s.error));
+  return done();
 }
 
 // ---------------------------------------------------------------------- helpers

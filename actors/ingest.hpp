@@ -10,9 +10,6 @@
 
 namespace ms {
 
-/// Folder under DEST holding files being written, before their rename into place.
-inline constexpr const char* temp_dir_name = ".mediasync-tmp";
-
 /// One file to ingest, as the coordinator dispatches it.
 struct ingest_request {
   std::string path;           ///< relative to the source root
@@ -24,7 +21,8 @@ struct ingest_request {
 };
 
 /// Per-thread ingest context: the open source and destination roots and a cache of
-/// opened library directories. Not thread-safe: one per worker.
+/// opened library directories. Not thread-safe: one per worker. Keeps no temporary
+/// folder under DEST: nothing to clean up at job end.
 class ingestor {
 public:
   /// Throws std::runtime_error if either root cannot be opened as a directory.
@@ -35,7 +33,9 @@ public:
 
   /// Ingests one file. Never throws for file-level problems: they come back as a
   /// failed (or skipped) outcome with a clear reason. The library file, if written,
-  /// is renamed into place but not fsynced: the writer makes the batch durable.
+  /// is written as an unnamed O_TMPFILE in its own library directory and linked (or
+  /// renamed, when replacing) into place complete, but not fsynced: the writer makes
+  /// the batch durable. See actors/ingest.cpp for the named-temp fallback.
   file_outcome ingest(const ingest_request& req);
 
 private:

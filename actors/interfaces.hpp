@@ -17,8 +17,9 @@ namespace ms {
 using durable_listener_actor = caf::typed_actor<
   // Outcomes of the job up to here are committed; counters as committed.
   caf::reacts_to<durable_atom, job_progress>,
-  // The database cannot be written any more; the job cannot go on.
-  caf::reacts_to<fatal_atom, std::string>>;
+  // The database cannot be written any more (reason; true if only the connection is gone,
+  // so the job is resumable); the job cannot go on.
+  caf::reacts_to<fatal_atom, std::string, bool>>;
 
 /// The only actor that writes to the database. Detached (blocking I/O).
 using progress_writer_actor = caf::typed_actor<
@@ -36,6 +37,8 @@ using progress_writer_actor = caf::typed_actor<
   caf::reacts_to<total_atom, std::uint64_t, std::uint64_t>,
   // Timer: commit what is buffered.
   caf::reacts_to<flush_atom>,
+  // Timer: try the held batch again after a lost connection.
+  caf::reacts_to<retry_atom>,
   // Commits the job's rest, sets its final status, marks vanished media if asked (bool).
   caf::replies_to<finish_atom, std::uint64_t, job_status, bool>::with<job_result>>;
 
@@ -47,7 +50,7 @@ using file_worker_actor = caf::typed_actor<
 /// Runs one job: scans, decides, dispatches within the window, finishes when all is durable.
 using sync_coordinator_actor = caf::typed_actor<
   caf::reacts_to<durable_atom, job_progress>,
-  caf::reacts_to<fatal_atom, std::string>,
+  caf::reacts_to<fatal_atom, std::string, bool>,
   // From the supervisor: a worker died (its address, the reason) and this one replaces it.
   caf::reacts_to<worker_atom, caf::actor_addr, std::string, file_worker_actor>,
   // Internal: scan more, dispatch more.

@@ -34,6 +34,7 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 // -- messages -----------------------------------------------------------------
 

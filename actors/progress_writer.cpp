@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -31,7 +32,19 @@ struct writer_state {
   std::vector<file_outcome> buffer;
   bool timer_armed = false;
   std::map<std::uint64_t, open_job> jobs;
-  std::string broken;  ///< set once a commit failed: the database cannot be written
+  std::string broken;  ///< set once a commit failed for good: the database cannot be written
+  bool broken_resumable = false;  ///< broken by a lost connection (nothing lost, resumable)
+  /// Set while the connection is lost: since when, and the next retry delay.
+  std::optional<std::chrono::steady_clock::time_point> lost_since;
+  std::chrono::milliseconds backoff{0};
+  /// finish requests waiting for the connection to come back.
+  struct pending_finish {
+    std::uint64_t job_id;
+    job_status status;
+    bool mark_missing;
+    caf::typed_response_promise<job_result> promise;
+  };
+  std::vector<pending_finish> pending_finishes;
 
   ~writer_state() {
     for (auto& [id, job] : jobs)
@@ -86,12 +99,27 @@ void commit_job(writer_ptr self, std::uint64_t job_id, std::vector<file_outcome>
     self->send(job.listener, durable_atom::value, to_progress(*row, outs.size()));
 }
 
-/// Commits everything buffered. On a database error the batch is kept, every
-/// open job is told, and the writer accepts no more outcomes.
-void commit_all(writer_ptr self) {
+/// Tells every open job that the database cannot take its outcomes any more.
+void break_writer(writer_ptr self, std::string reason, bool resumable) {
   auto& st = self->state;
-  if (st.buffer.empty() || !st.broken.empty())
-    return;
+  st.broken = std::move(reason);
+  st.broken_resumable = resumable;
+  spdlog::critical("writer: {}", st.broken);
+  for (auto& [id, job] : st.jobs)
+    self->send(job.listener, fatal_atom::value, st.broken, resumable);
+}
+
+/// Commits everything buffered; returns true when the buffer is empty afterwards.
+/// A lost connection keeps the batch and retries it with capped exponential backoff
+/// (the only retry in the design: the same batch, idempotent) until it commits or the
+/// server stayed away longer than `reconnect_limit`. Any other error keeps the batch,
+/// tells every open job, and the writer accepts no more outcomes.
+bool commit_all(writer_ptr self) {
+  auto& st = self->state;
+  if (st.buffer.empty())
+    return true;
+  if (!st.broken.empty())
+    return false;
   // Group by job, keeping each job's order (paths arrive mostly sorted).
   std::map<std::uint64_t, std::vector<file_outcome>> by_job;
   for (auto& o : st.buffer)
@@ -101,17 +129,93 @@ void commit_all(writer_ptr self) {
     try {
       commit_job(self, it->first, it->second);
     } catch (const std::exception& e) {
-      st.broken = e.what();
-      spdlog::critical("writer: cannot commit to {}: {}", st.db->describe(), e.what());
       // Keep what was not committed, so nothing is silently lost from memory.
       for (auto rest = it; rest != by_job.end(); ++rest)
         for (auto& o : rest->second)
           st.buffer.push_back(std::move(o));
-      for (auto& [id, job] : st.jobs)
-        self->send(job.listener, fatal_atom::value, st.broken);
-      return;
+      auto se = dynamic_cast<const storage::error*>(&e);
+      if (!se || se->code() != storage::errc::connection_lost) {
+        break_writer(self, "cannot commit to " + st.db->describe() + ": " + e.what(), false);
+        return false;
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (!st.lost_since) {
+        st.lost_since = now;
+        st.backoff = st.settings.reconnect_initial;
+      } else {
+        st.backoff = std::min(st.backoff * 2, st.settings.reconnect_max);
+      }
+      auto away = std::chrono::duration_cast<std::chrono::seconds>(now - *st.lost_since);
+      if (now - *st.lost_since >= st.settings.reconnect_limit) {
+        break_writer(self, "database " + st.db->describe() + " unreachable for "
+                             + std::to_string(away.count()) + " s: " + e.what(), true);
+        return false;
+      }
+      spdlog::warn("writer: lost the database connection ({}); holding {} outcome(s), "
+                   "retrying in {} ms", e.what(), st.buffer.size(), st.backoff.count());
+      self->delayed_send(self, st.backoff, retry_atom::value);
+      return false;
     }
   }
+  if (st.lost_since) {
+    spdlog::info("writer: database reachable again after {} ms; batch committed",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - *st.lost_since).count());
+    st.lost_since.reset();
+  }
+  return true;
+}
+
+/// Commits the job's rest and sets its final status.
+job_result finish_job(writer_ptr self, std::uint64_t job_id, job_status status, bool mark_missing) {
+  auto& st = self->state;
+  job_result res;
+  res.job_id = job_id;
+  res.status = status;
+  auto it = st.jobs.find(job_id);
+  try {
+    if (!st.broken.empty()) {
+      res.error = st.broken;
+      if (st.broken_resumable)
+        res.status = job_status::interrupted;
+      else
+        res.status = job_status::failed;
+      // Best effort: record the end if the database still takes writes.
+      st.db->set_job_status(job_id, res.status, res.status != job_status::interrupted);
+    } else {
+      if (it != st.jobs.end() && it->second.pending_total > 0)
+        st.db->raise_total(job_id, it->second.pending_total);
+      if (mark_missing && it != st.jobs.end())
+        res.missing_marked = st.db->mark_missing(job_id, it->second.source_root);
+      st.db->set_job_status(job_id, status, status != job_status::interrupted);
+    }
+    if (auto row = st.db->job(job_id))
+      res.counters = to_progress(*row, 0);
+  } catch (const std::exception& e) {
+    if (res.error.empty()) {
+      res.status = job_status::failed;
+      res.error = std::string{"database: "} + e.what();
+    }
+  }
+  if (it != st.jobs.end()) {
+    if (it->second.dest_fd >= 0)
+      ::close(it->second.dest_fd);
+    // Drop what can never be committed for this job (the writer is broken).
+    std::erase_if(st.buffer, [job_id](const file_outcome& o) { return o.job_id == job_id; });
+    st.jobs.erase(it);
+  }
+  return res;
+}
+
+/// After a commit attempt: answers finish requests that waited for the connection.
+void settle_finishes(writer_ptr self) {
+  auto& st = self->state;
+  if (st.lost_since && st.broken.empty())
+    return;  // still retrying
+  auto waiting = std::move(st.pending_finishes);
+  st.pending_finishes.clear();
+  for (auto& f : waiting)
+    f.promise.deliver(finish_job(self, f.job_id, f.status, f.mark_missing));
 }
 
 progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<storage::store> db,
@@ -195,7 +299,9 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
       }
       for (auto& o : outs)
         st.buffer.push_back(std::move(o));
-      if (st.buffer.size() >= st.settings.batch_size) {
+      if (st.lost_since) {
+        // Reconnecting: the retry timer commits; the coordinator's window bounds the buffer.
+      } else if (st.buffer.size() >= st.settings.batch_size) {
         commit_all(self);
       } else if (!st.timer_armed) {
         st.timer_armed = true;
@@ -209,41 +315,22 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
     },
     [=](flush_atom) {
       self->state.timer_armed = false;
+      if (!self->state.lost_since)
+        commit_all(self);
+    },
+    [=](retry_atom) {
       commit_all(self);
+      settle_finishes(self);
     },
     [=](finish_atom, std::uint64_t job_id, job_status status,
         bool mark_missing) -> caf::result<job_result> {
       auto& st = self->state;
-      commit_all(self);
-      job_result res;
-      res.job_id = job_id;
-      res.status = status;
-      auto it = st.jobs.find(job_id);
-      try {
-        if (!st.broken.empty())
-          throw std::runtime_error(st.broken);
-        if (it != st.jobs.end() && it->second.pending_total > 0)
-          st.db->raise_total(job_id, it->second.pending_total);
-        if (mark_missing && it != st.jobs.end())
-          res.missing_marked = st.db->mark_missing(job_id, it->second.source_root);
-        st.db->set_job_status(job_id, status, status != job_status::interrupted);
-        if (auto row = st.db->job(job_id))
-          res.counters = to_progress(*row, 0);
-      } catch (const std::exception& e) {
-        res.status = job_status::failed;
-        res.error = std::string{"database: "} + e.what();
-        // Best effort: record the failure if the database still takes writes.
-        try {
-          st.db->set_job_status(job_id, job_status::failed, true);
-        } catch (const std::exception&) {
-        }
+      if (!commit_all(self) && st.lost_since && st.broken.empty()) {
+        auto rp = self->make_response_promise<job_result>();
+        st.pending_finishes.push_back({job_id, status, mark_missing, rp});
+        return rp;
       }
-      if (it != st.jobs.end()) {
-        if (it->second.dest_fd >= 0)
-          ::close(it->second.dest_fd);
-        st.jobs.erase(it);
-      }
-      return res;
+      return finish_job(self, job_id, status, mark_missing);
     },
   };
 }

@@ -37,7 +37,8 @@ struct supervisor_state {
 using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 file_worker_actor spawn_worker(sup_ptr self) {
-  auto w = spawn_file_worker(self->system(), self->state.settings.ingest);
+  auto& make = self->state.settings.make_ingest;
+  auto w = spawn_file_worker(self->system(), make ? make() : ingest_function{});
   self->monitor(w);
   return w;
 }
@@ -85,7 +86,7 @@ void on_down(sup_ptr self, const caf::down_msg& dm) {
     if (st.workers.empty())
       for (auto& [id, job] : st.jobs)
         self->send(job.coordinator, fatal_atom::value,
-                   std::string{"every file-worker keeps crashing"});
+                   std::string{"every file-worker keeps crashing"}, false);
     return;
   }
   for (auto it = st.jobs.begin(); it != st.jobs.end(); ++it) {

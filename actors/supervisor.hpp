@@ -15,7 +15,9 @@ struct supervisor_settings {
   writer_settings writer;
   std::size_t max_restarts = 100;    ///< worker restarts allowed per restart_period
   std::chrono::seconds restart_period{10};
-  ingest_function ingest;            ///< empty: ingest into the library (tests inject)
+  /// Makes each worker's ingest function (one per worker: they are not shared between
+  /// threads). Empty: ingest into the library; tests inject their own.
+  std::function<ingest_function()> make_ingest;
 };
 
 /// Spawns the supervisor; it spawns the writer on `db` and the worker pool at once.

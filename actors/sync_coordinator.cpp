@@ -42,6 +42,7 @@ struct coordinator_state {
   bool stopping = false;
   bool finishing = false;
   std::string fatal;                          ///< why the job cannot go on
+  bool fatal_resumable = false;               ///< ... and nothing is lost: end interrupted
 
   ~coordinator_state() {
     if (dest_fd >= 0)
@@ -146,12 +147,10 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
 void finish(coord_ptr self) {
   auto& st = self->state;
   st.finishing = true;
-  // Every worker is idle: the temp folder is empty unless another job uses it.
-  if (st.dest_fd >= 0)
-    ::unlinkat(st.dest_fd, temp_dir_name, AT_REMOVEDIR);
-  job_status status = !st.fatal.empty() ? job_status::failed
-                      : st.stopping     ? job_status::interrupted
-                                        : job_status::completed;
+  job_status status = !st.fatal.empty()
+                        ? (st.fatal_resumable ? job_status::interrupted : job_status::failed)
+                      : st.stopping ? job_status::interrupted
+                                    : job_status::completed;
   // A complete, unfiltered scan is what tells which media vanished.
   bool mark_missing = status == job_status::completed && !st.filtered;
   self->request(st.writer, caf::infinite, finish_atom::value, st.spec.job_id, status, mark_missing)
@@ -365,7 +364,10 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
       report(self);
       pump(self);
     },
-    [=](fatal_atom, const std::string& reason) { fail(self, "database: " + reason); },
+    [=](fatal_atom, const std::string& reason, bool resumable) {
+      self->state.fatal_resumable = resumable;
+      fail(self, reason);
+    },
     [=](worker_atom, const caf::actor_addr& dead, const std::string& reason,
         file_worker_actor replacement) {
       auto& st = self->state;

@@ -20,6 +20,9 @@ enum class errc {
   schema_too_new,   ///< the database was written by a newer mediasync
   io,               ///< any other database error (disk full, corruption, ...)
   not_found,        ///< a named row (job) does not exist
+  connection_lost,  ///< the server went away; the call did nothing (its transaction rolled
+                    ///< back or never started). The next call reconnects first, and throws
+                    ///< connection_lost again while the server is unreachable.
 };
 
 /// Thrown by every store call that fails. what() names the database and the cause.

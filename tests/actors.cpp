@@ -206,13 +206,14 @@ TEST_CASE("supervisor replaces a crashed worker; its task becomes a failed row",
   supervisor_settings ss;
   ss.workers = 2;
   ss.writer = writer_settings{5, 20ms};
-  auto real = make_library_ingest();
   std::atomic<int> ingested{0};
-  ss.ingest = [real, &ingested](const file_task& t) {
-    if (t.path.find("boom") != std::string::npos)
-      throw std::runtime_error("decoder exploded on " + t.path);
-    ++ingested;
-    return real(t);
+  ss.make_ingest = [&ingested] {
+    return [real = make_library_ingest(), &ingested](const file_task& t) {
+      if (t.path.find("boom") != std::string::npos)
+        throw std::runtime_error("decoder exploded on " + t.path);
+      ++ingested;
+      return real(t);
+    };
   };
   auto sup = spawn_supervisor(*env.sys, env.open(), ss);
   caf::scoped_actor self{*env.sys};

@@ -334,7 +334,7 @@ TEST_CASE("vanished files are marked missing, an empty source is refused", "[e2e
   CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 0);
 }
 
-TEST_CASE("--checksum finds content changes that keep size and mtime", "[e2e]") {
+TEST_CASE("checksum mode finds content changes that keep size and mtime", "[e2e]") {
   temp_dir t;
   write_file(t / "src/a.bin", "aaaa");
   std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"};

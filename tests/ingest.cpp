@@ -3,7 +3,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -21,6 +23,12 @@
 #include <vector>
 
 #include "actors/ingest.hpp"
+
+// Test hooks defined in actors/ingest.cpp.
+namespace ms::detail {
+void ingest_force_named_temp(bool on);
+std::uint64_t ingest_temp_names_used();
+} // namespace ms::detail
 
 using namespace ms;
 
@@ -152,6 +160,42 @@ std::vector<std::string> list(const std::string& dir) {
   return r;
 }
 
+/// Relative paths of every entry under `root` whose name starts with ".mediasync-tmp".
+std::vector<std::string> temp_names(const std::string& root, const std::string& rel = "") {
+  std::vector<std::string> r;
+  for (auto& n : list(rel.empty() ? root : root + "/" + rel)) {
+    std::string p = rel.empty() ? n : rel + "/" + n;
+    if (n.rfind(".mediasync-tmp", 0) == 0)
+      r.push_back(p);
+    struct stat sb;
+    if (::lstat((root + "/" + p).c_str(), &sb) == 0 && S_ISDIR(sb.st_mode))
+      for (auto& x : temp_names(root, p))
+        r.push_back(x);
+  }
+  return r;
+}
+
+/// Whether the filesystem of `dir` has O_TMPFILE.
+bool tmpfile_supported(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return false;
+  ::close(fd);
+  return true;
+}
+
+/// Ingestors constructed during its life use the named-temp fallback (if `on`).
+struct named_temp_mode {
+  explicit named_temp_mode(bool on) { detail::ingest_force_named_temp(on); }
+  ~named_temp_mode() { detail::ingest_force_named_temp(false); }
+  named_temp_mode(const named_temp_mode&) = delete;
+  named_temp_mode& operator=(const named_temp_mode&) = delete;
+};
+
+const char* mode_name(bool named) {
+  return named ? "named temp fallback" : "O_TMPFILE";
+}
+
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937_64 rng{seed};
   std::string s(n, '\0');
@@ -254,6 +298,9 @@ TEST_CASE("ingest: constructor throws when a root cannot be opened", "[ingest]")
 
 TEST_CASE("ingest: copies bytes exactly, hashes, sniffs, preserves mode and times",
           "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
   sandbox sb;
   ingestor ing{sb.src, sb.dst};
   const std::size_t MiB = 1 << 20;
@@ -308,10 +355,9 @@ TEST_CASE("ingest: copies bytes exactly, hashes, sniffs, preserves mode and time
   REQUIRE(::stat((sb.dst + "/photos/2020/img.jpg").c_str(), &s) == 0);
   CHECK(s.st_mtim.tv_sec == 1234567890);
   CHECK(s.st_mtim.tv_nsec == 123456789);
-  // no temp files left; the temp directory is private
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
-  REQUIRE(::stat((sb.dst + "/.mediasync-tmp").c_str(), &s) == 0);
-  CHECK((s.st_mode & 0777) == 0700);
+  // no temporary file (nor folder) left anywhere under DEST
+  CHECK(temp_names(sb.dst).empty());
+  CHECK(list(sb.dst) == std::vector<std::string>{"abc.txt", "big", "one", "photos"});
 }
 
 TEST_CASE("ingest: zero-byte file", "[ingest]") {
@@ -328,12 +374,116 @@ TEST_CASE("ingest: zero-byte file", "[ingest]") {
 }
 
 TEST_CASE("ingest: overwrites an existing library file atomically", "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
   sandbox sb;
-  put(sb.src, "a/f", "new content");
-  put(sb.dst, "a/f", "old content that is longer");
+  put(sb.src, "a/f", "new content", 0600);
+  put(sb.dst, "a/f", "old content that is longer", 0644);
+  put(sb.src, "top", "new top");
+  put(sb.dst, "top", "old top");
+  // a final name of 255 bytes: the temporary name must stay short
+  const std::string long_name = "a/" + std::string(255, 'L');
+  put(sb.src, long_name, "new long");
+  put(sb.dst, long_name, "old long");
+  // a symlink at the final name is replaced, never followed
+  put(sb.path, "outside/target", "outside");
+  put(sb.src, "a/link", "new link");
+  REQUIRE(::symlink((sb.path + "/outside/target").c_str(), (sb.dst + "/a/link").c_str()) == 0);
+  struct stat old_st;
+  REQUIRE(::stat((sb.dst + "/a/f").c_str(), &old_st) == 0);
   ingestor ing{sb.src, sb.dst};
-  CHECK(ing.ingest(req_for("a/f")).status == file_status::ok);
+  for (const char* p : {"a/f", "top", long_name.c_str(), "a/link"}) {
+    INFO(p);
+    auto o = ing.ingest(req_for(p));
+    CHECK(o.status == file_status::ok);
+    CHECK(o.error == "");
+  }
   CHECK(get(sb.dst, "a/f") == "new content");
+  CHECK(get(sb.dst, "top") == "new top");
+  CHECK(get(sb.dst, long_name) == "new long");
+  CHECK(get(sb.dst, "a/link") == "new link");
+  CHECK(get(sb.path, "outside/target") == "outside");
+  struct stat st;
+  REQUIRE(::lstat((sb.dst + "/a/link").c_str(), &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  REQUIRE(::stat((sb.dst + "/a/f").c_str(), &st) == 0);
+  CHECK(st.st_ino != old_st.st_ino);  // a new inode took the name, not a rewrite in place
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_nlink == 1);            // the temporary name is gone
+  CHECK(temp_names(sb.dst).empty());
+  CHECK(list(sb.dst + "/a") == std::vector<std::string>{std::string(255, 'L'), "f", "link"});
+}
+
+TEST_CASE("ingest: readers of the library see the old or the new file, never a part",
+          "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
+  sandbox sb;
+  const std::string a = random_bytes(3 << 20, 21);  // several write() calls each
+  const std::string b = random_bytes((2 << 20) + 12345, 22);
+  put(sb.src, "d/f", a);
+  ingestor ing{sb.src, sb.dst};
+  REQUIRE(ing.ingest(req_for("d/f")).status == file_status::ok);
+
+  // Replacing: a reader polling the name always finds it, whole, old or new.
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, missing{0}, mixed{0};
+  std::thread reader([&] {
+    while (!stop.load()) {
+      try {
+        auto c = get(sb.dst, "d/f");
+        if (c != a && c != b)
+          ++mixed;
+        ++reads;
+      } catch (const std::exception&) {
+        ++missing;
+      }
+    }
+  });
+  for (int i = 0; i < 30; ++i) {
+    put(sb.src, "d/f", i % 2 == 0 ? b : a);
+    CHECK(ing.ingest(req_for("d/f")).status == file_status::ok);
+  }
+  stop = true;
+  reader.join();
+  CHECK(reads > 0);
+  CHECK(missing == 0);
+  CHECK(mixed == 0);
+  CHECK(get(sb.dst, "d/f") == a);  // the last one written (i == 29)
+
+  // New names: a reader waiting for each one never sees it before it is complete.
+  const int n = 20;
+  for (int i = 0; i < n; ++i)
+    put(sb.src, "d/new" + std::to_string(i), i % 2 == 0 ? a : b);
+  std::atomic<int> seen_partial{0}, seen{0};
+  stop = false;
+  std::thread waiter([&] {
+    for (int i = 0; i < n;) {
+      const bool all_written = stop.load();
+      int fd = ::open((sb.dst + "/d/new" + std::to_string(i)).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        if (all_written)
+          break;
+        continue;
+      }
+      struct stat st;
+      ::fstat(fd, &st);
+      ::close(fd);
+      if (static_cast<std::size_t>(st.st_size) != (i % 2 == 0 ? a : b).size())
+        ++seen_partial;
+      ++seen;
+      ++i;
+    }
+  });
+  for (int i = 0; i < n; ++i)
+    CHECK(ing.ingest(req_for("d/new" + std::to_string(i))).status == file_status::ok);
+  stop = true;
+  waiter.join();
+  CHECK(seen_partial == 0);
+  CHECK(seen == n);
+  CHECK(temp_names(sb.dst).empty());
 }
 
 TEST_CASE("ingest: odd names, 255-byte names and paths beyond PATH_MAX", "[ingest]") {
@@ -360,7 +510,30 @@ TEST_CASE("ingest: odd names, 255-byte names and paths beyond PATH_MAX", "[inges
     CHECK(o.library_path == p);
     CHECK(get(sb.dst, p) == p + "!");
   }
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
+}
+
+TEST_CASE("ingest: source names like the temporary ones are plain files", "[ingest]") {
+  // With the old shared DEST/.mediasync-tmp folder these collided with it.
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
+  sandbox sb;
+  const std::vector<std::string> paths = {".mediasync-tmp/1-2-3", "a/.mediasync-tmp",
+                                          "b/.mediasync-tmp.1.2", ".mediasync-tmp.x"};
+  ingestor ing{sb.src, sb.dst};
+  for (auto& p : paths) {
+    INFO(p);
+    put(sb.src, p, p);
+    auto o = ing.ingest(req_for(p));
+    CHECK(o.status == file_status::ok);
+    CHECK(get(sb.dst, p) == p);
+    CHECK(ing.ingest(req_for(p)).status == file_status::ok);  // and replaced
+  }
+  // the library holds these names and no other temporary-looking one
+  std::vector<std::string> want = {".mediasync-tmp", ".mediasync-tmp.x", "a/.mediasync-tmp",
+                                   "b/.mediasync-tmp.1.2"};
+  CHECK(temp_names(sb.dst) == want);
 }
 
 TEST_CASE("ingest: invalid relative paths are refused", "[ingest]") {
@@ -446,7 +619,11 @@ TEST_CASE("ingest: a file replaced by a directory after the scan fails", "[inges
 
 TEST_CASE("ingest: a library directory replaced by a symlink is never followed",
           "[ingest]") {
-  sandbox sb;
+  const bool named = GENERATE(false, true);
+  const char* base = GENERATE("/tmp", "/dev/shm");  // ext4 and tmpfs differ below
+  INFO(mode_name(named) << " in " << base);
+  named_temp_mode mode{named};
+  sandbox sb{base};
   const std::string outside = sb.path + "/outside";
   ::mkdir(outside.c_str(), 0755);
   put(sb.src, "a/b/one.jpg", "1");
@@ -475,7 +652,7 @@ TEST_CASE("ingest: a library directory replaced by a symlink is never followed",
   o = ing.ingest(req_for("c/d/four.jpg"));
   CHECK(o.error == "library path component 'c' is a symlink");
   CHECK(list(outside).empty());  // nothing written outside DEST
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
 
   // a library component that is a regular file
   put(sb.dst, "e", "file");
@@ -491,17 +668,43 @@ TEST_CASE("ingest: a library directory replaced by a symlink is never followed",
   o = ing.ingest(req_for("g/h"));
   CHECK(o.status == file_status::failed);
   CHECK(o.error == "library path 'g/h' exists as a directory");
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK_FALSE(o.touches_media);
+  CHECK(temp_names(sb.dst).empty());
+  CHECK(list(sb.dst + "/g/h").empty());
 
-  // the .mediasync-tmp directory itself is a symlink: refused, nothing outside
-  sandbox sb2;
-  REQUIRE(::symlink(outside.c_str(), (sb2.dst + "/.mediasync-tmp").c_str()) == 0);
-  put(sb2.src, "x", "x");
-  ingestor ing2{sb2.src, sb2.dst};
-  o = ing2.ingest(req_for("x"));
+  // a library directory replaced by a symlink after it was cached
+  put(sb.src, "k/one", "1");
+  put(sb.src, "k/two", "2");
+  CHECK(ing.ingest(req_for("k/one")).status == file_status::ok);
+  remove_at(AT_FDCWD, (sb.dst + "/k").c_str());
+  REQUIRE(::symlink(outside.c_str(), (sb.dst + "/k").c_str()) == 0);
+  o = ing.ingest(req_for("k/two"));  // the cached fd names the removed directory
   CHECK(o.status == file_status::failed);
-  CHECK_THAT(o.error, Catch::StartsWith("library temporary directory"));
+  CHECK(o.error == "library path component 'k' is a symlink");
   CHECK(list(outside).empty());
+  CHECK(temp_names(sb.dst).empty());
+}
+
+TEST_CASE("ingest: the final name is a directory, in both modes", "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
+  sandbox sb;
+  put(sb.src, "g/h", "x");
+  put(sb.src, "top", "x");
+  ::mkdir((sb.dst + "/g").c_str(), 0755);
+  ::mkdir((sb.dst + "/g/h").c_str(), 0755);
+  put(sb.dst, "top/inside", "keep");
+  ingestor ing{sb.src, sb.dst};
+  auto o = ing.ingest(req_for("g/h"));
+  CHECK(o.status == file_status::failed);
+  CHECK(o.error == "library path 'g/h' exists as a directory");
+  o = ing.ingest(req_for("top"));
+  CHECK(o.status == file_status::failed);
+  CHECK(o.error == "library path 'top' exists as a directory");
+  CHECK(get(sb.dst, "top/inside") == "keep");
+  CHECK(temp_names(sb.dst).empty());
+  CHECK(list(sb.dst + "/g") == std::vector<std::string>{"h"});
 }
 
 TEST_CASE("ingest: compare_sha256 skips unchanged content without writing", "[ingest]") {
@@ -520,7 +723,7 @@ TEST_CASE("ingest: compare_sha256 skips unchanged content without writing", "[in
   CHECK(o.sha256 == req.compare_sha256);
   CHECK(o.size == data.size());
   CHECK(o.mime == "image/png");
-  CHECK(list(sb.dst).empty());  // nothing written, not even the temp dir
+  CHECK(list(sb.dst).empty());  // nothing written, not even a directory
 
   // upper-case hex compares equal too
   auto upper = req;
@@ -552,30 +755,11 @@ TEST_CASE("ingest: dry run hashes and sniffs but writes nothing", "[ingest]") {
   CHECK(list(sb.dst).empty());
 }
 
-TEST_CASE("ingest: stale temp files of dead processes are removed", "[ingest]") {
-  sandbox sb;
-  pid_t dead = ::fork();
-  REQUIRE(dead >= 0);
-  if (dead == 0)
-    ::_exit(0);
-  ::waitpid(dead, nullptr, 0);
-  REQUIRE(::kill(dead, 0) == -1);
-  const std::string tmp = sb.dst + "/.mediasync-tmp";
-  ::mkdir(tmp.c_str(), 0700);
-  const std::string stale = std::to_string(dead) + "-" + std::to_string(dead) + "-7";
-  const std::string live_parent = std::to_string(::getppid()) + "-1-1";
-  const std::string live_self = std::to_string(::getpid()) + "-1-2";
-  for (auto& n : {stale, live_parent, live_self, std::string{"not-a-temp-file"}})
-    put(tmp, n, "partial");
-  ingestor ing{sb.src, sb.dst};
-  auto left = list(tmp);
-  std::vector<std::string> want = {live_parent, live_self, "not-a-temp-file"};
-  std::sort(want.begin(), want.end());
-  CHECK(left == want);
-}
-
 TEST_CASE("ingest: content changing while read is detected", "[ingest]") {
   // /proc files claim size 0 and then deliver bytes: the size check catches it.
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
   sandbox sb;
   ingestor ing{"/proc/self", sb.dst};
   auto o = ing.ingest(req_for("status"));
@@ -583,7 +767,7 @@ TEST_CASE("ingest: content changing while read is detected", "[ingest]") {
   CHECK(o.error == "changed while being read");
   CHECK_FALSE(o.touches_media);
   CHECK_FALSE(exists(sb.dst + "/status"));
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
 }
 
 TEST_CASE("ingest: a file rewritten during the copy is detected",
@@ -613,13 +797,18 @@ TEST_CASE("ingest: a file rewritten during the copy is detected",
   stop = true;
   writer.join();
   CHECK(failed > 0);
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
 }
 
 TEST_CASE("ingest: destination write errors are failed outcomes with the errno text",
           "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};  // inherited by the child
   sandbox sb;
   put(sb.src, "big", random_bytes(300000, 4));
+  put(sb.dst, "old", "old");
+  put(sb.src, "old", random_bytes(300000, 5));
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -635,6 +824,9 @@ TEST_CASE("ingest: destination write errors are failed outcomes with the errno t
       ::_exit(3);
     if (o.touches_media)
       ::_exit(4);
+    o = ing.ingest(req_for("old"));  // replacing: the old copy stays
+    if (o.error != "library write failed: File too large")
+      ::_exit(5);
     ::_exit(0);
   }
   int status = 0;
@@ -642,7 +834,8 @@ TEST_CASE("ingest: destination write errors are failed outcomes with the errno t
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_FALSE(exists(sb.dst + "/big"));
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(get(sb.dst, "old") == "old");
+  CHECK(temp_names(sb.dst).empty());
 }
 
 TEST_CASE("ingest: an unreadable source file fails with the errno text", "[ingest]") {
@@ -688,6 +881,9 @@ TEST_CASE("ingest: an unreadable source file fails with the errno text", "[inges
 }
 
 TEST_CASE("ingest: eight threads with one ingestor each", "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
   sandbox sb;
   std::vector<std::string> paths;
   for (int i = 0; i < 400; ++i) {
@@ -713,10 +909,34 @@ TEST_CASE("ingest: eight threads with one ingestor each", "[ingest]") {
   for (auto& p : paths)
     same += get(sb.src, p) == get(sb.dst, p);
   CHECK(same == 400);
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
+  // again over the existing copies: every file replaced
+  for (auto& p : paths)
+    put(sb.src, p, "v2 " + p);
+  next = 0;
+  ok = 0;
+  threads.clear();
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      ingestor ing{sb.src, sb.dst};
+      for (std::size_t i; (i = next.fetch_add(1)) < paths.size();)
+        if (ing.ingest(req_for(paths[i])).status == file_status::ok)
+          ++ok;
+    });
+  for (auto& t : threads)
+    t.join();
+  CHECK(ok == 400);
+  same = 0;
+  for (auto& p : paths)
+    same += get(sb.dst, p) == "v2 " + p;
+  CHECK(same == 400);
+  CHECK(temp_names(sb.dst).empty());
 }
 
 TEST_CASE("ingest: the source's permission bits are kept whatever the umask", "[ingest]") {
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
   sandbox sb;
   const mode_t modes[] = {0000, 0400, 0444, 0600, 0640, 0664, 0666, 0700, 0755, 0777};
   for (mode_t mask : {mode_t{022}, mode_t{077}, mode_t{0}}) {
@@ -738,7 +958,13 @@ TEST_CASE("ingest: the source's permission bits are kept whatever the umask", "[
 }
 
 TEST_CASE("ingest: a cached library directory removed meanwhile is made again", "[ingest]") {
-  sandbox sb;
+  // ext4 refuses an O_TMPFILE in a removed directory (EPERM); tmpfs makes one, and
+  // then the linkat fails (ENOENT): both are walked again.
+  const bool named = GENERATE(false, true);
+  const char* base = GENERATE("/tmp", "/dev/shm");
+  INFO(mode_name(named) << " in " << base);
+  named_temp_mode mode{named};
+  sandbox sb{base};
   put(sb.src, "k/a", "a");
   put(sb.src, "k/b", "b");
   ingestor ing{sb.src, sb.dst};
@@ -748,5 +974,220 @@ TEST_CASE("ingest: a cached library directory removed meanwhile is made again", 
   CHECK(o.status == file_status::ok);
   CHECK(o.error == "");
   CHECK(get(sb.dst, "k/b") == "b");
-  CHECK(list(sb.dst + "/.mediasync-tmp").empty());
+  CHECK(temp_names(sb.dst).empty());
+}
+
+// ------------------------------------------------------- temporary files, fallback
+
+TEST_CASE("ingest: with O_TMPFILE a new file never has a temporary name", "[ingest]") {
+  sandbox sb;
+  if (!tmpfile_supported(sb.dst)) {
+    WARN("no O_TMPFILE on " << sb.dst << ": not checked");
+    return;
+  }
+  put(sb.src, "a/new", "new");
+  put(sb.src, "a/changed", "changed");
+  put(sb.dst, "a/changed", "old");
+  ingestor ing{sb.src, sb.dst};
+  auto before = detail::ingest_temp_names_used();
+  CHECK(ing.ingest(req_for("a/new")).status == file_status::ok);
+  CHECK(detail::ingest_temp_names_used() == before);      // linked straight to its name
+  CHECK(ing.ingest(req_for("a/changed")).status == file_status::ok);
+  CHECK(detail::ingest_temp_names_used() == before + 1);  // linked, then renamed over
+  CHECK(get(sb.dst, "a/changed") == "changed");
+  CHECK(temp_names(sb.dst).empty());
+
+  // the fallback names every file
+  named_temp_mode mode{true};
+  ingestor ing2{sb.src, sb.dst};
+  put(sb.src, "a/new2", "new2");
+  before = detail::ingest_temp_names_used();
+  CHECK(ing2.ingest(req_for("a/new2")).status == file_status::ok);
+  CHECK(detail::ingest_temp_names_used() == before + 1);
+  CHECK(get(sb.dst, "a/new2") == "new2");
+  CHECK(temp_names(sb.dst).empty());
+}
+
+TEST_CASE("ingest: temporary names already taken are skipped and left alone", "[ingest]") {
+  // e.g. left by a crashed earlier process (fallback mode) with the same pid
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};
+  sandbox sb;
+  put(sb.src, "d/f", "new");
+  put(sb.dst, "d/f", "old");  // replacing: a temporary name in both modes
+  ingestor ing{sb.src, sb.dst};
+  std::vector<std::string> taken;
+  auto next = detail::ingest_temp_names_used();
+  for (std::uint64_t n = next; n < next + 5; ++n) {
+    taken.push_back(".mediasync-tmp." + std::to_string(::getpid()) + "." + std::to_string(n));
+    put(sb.dst, "d/" + taken.back(), "stale " + taken.back());
+  }
+  auto o = ing.ingest(req_for("d/f"));
+  CHECK(o.status == file_status::ok);
+  CHECK(o.error == "");
+  CHECK(get(sb.dst, "d/f") == "new");
+  for (auto& t : taken)
+    CHECK(get(sb.dst, "d/" + t) == "stale " + t);
+  std::vector<std::string> want;
+  for (auto& t : taken)
+    want.push_back("d/" + t);
+  std::sort(want.begin(), want.end());
+  CHECK(temp_names(sb.dst) == want);
+}
+
+TEST_CASE("ingest: a process killed mid-write leaves no temporary file", "[ingest]") {
+  // The child exceeds RLIMIT_FSIZE with SIGXFSZ at its default action: it is killed
+  // inside write(), after the first MiB of the file. The fallback is the control:
+  // its named temporary file stays behind, proving the kill came mid-write.
+  const bool named = GENERATE(false, true);
+  INFO(mode_name(named));
+  named_temp_mode mode{named};  // inherited by the child
+  sandbox sb;
+  if (!named && !tmpfile_supported(sb.dst)) {
+    WARN("no O_TMPFILE on " << sb.dst << ": not checked");
+    return;
+  }
+  const std::string data = random_bytes(3 << 20, 31);
+  put(sb.src, "d/new", data);
+  put(sb.src, "d/changed", data);
+  put(sb.dst, "d/changed", "old");
+  for (const char* p : {"d/new", "d/changed"}) {
+    INFO(p);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      struct rlimit core {0, 0};
+      ::setrlimit(RLIMIT_CORE, &core);
+      ::signal(SIGXFSZ, SIG_DFL);
+      struct rlimit rl {1 << 20, 1 << 20};
+      ::setrlimit(RLIMIT_FSIZE, &rl);
+      ingestor ing{sb.src, sb.dst};
+      ing.ingest(req_for(p));
+      ::_exit(0);  // not reached
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGXFSZ);
+  }
+  CHECK(get(sb.dst, "d/changed") == "old");
+  CHECK_FALSE(exists(sb.dst + "/d/new"));
+  auto left = temp_names(sb.dst);
+  if (named) {
+    REQUIRE(left.size() == 2);
+    struct stat st;
+    REQUIRE(::stat((sb.dst + "/" + left[0]).c_str(), &st) == 0);
+    CHECK(st.st_size == 1 << 20);
+  } else {
+    CHECK(left.empty());
+    CHECK(list(sb.dst + "/d") == std::vector<std::string>{"changed"});
+  }
+}
+
+TEST_CASE("ingest: without /proc the ingestor falls back to named temporary files",
+          "[ingest]") {
+  sandbox sb;
+  const std::string data = random_bytes(1500000, 41);
+  put(sb.src, "a/one", data);
+  put(sb.src, "a/two", "two");
+  put(sb.src, "a/three", "three");
+  put(sb.dst, "a/three", "old");
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // A private mount namespace without /proc (root only).
+    if (::unshare(CLONE_NEWNS) != 0
+        || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0
+        || ::umount2("/proc", MNT_DETACH) != 0)
+      ::_exit(100);
+    struct stat st;
+    if (::stat("/proc/self/fd", &st) == 0)
+      ::_exit(101);
+    ingestor ing{sb.src, sb.dst};
+    auto before = detail::ingest_temp_names_used();
+    // one: O_TMPFILE written, linkat fails, read again and written by name
+    auto o = ing.ingest(req_for("a/one"));
+    if (o.status != file_status::ok || o.sha256 != sha256_hex(data) || o.size != data.size())
+      ::_exit(2);
+    // two, three: O_TMPFILE is not tried any more
+    if (ing.ingest(req_for("a/two")).status != file_status::ok)
+      ::_exit(3);
+    if (ing.ingest(req_for("a/three")).status != file_status::ok)
+      ::_exit(4);
+    if (detail::ingest_temp_names_used() != before + 3)
+      ::_exit(5);
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 100) {
+    WARN("cannot unmount /proc in a private mount namespace: not checked");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(get(sb.dst, "a/one") == data);
+  CHECK(get(sb.dst, "a/two") == "two");
+  CHECK(get(sb.dst, "a/three") == "three");
+  CHECK(temp_names(sb.dst).empty());
+}
+
+TEST_CASE("ingest: a user without privileges links O_TMPFILEs through /proc", "[ingest]") {
+  // linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; /proc/self/fd does not.
+  if (::geteuid() != 0) {
+    WARN("not root: checked by every other test already");
+    return;
+  }
+  ::umask(022);
+  sandbox sb;
+  if (!tmpfile_supported(sb.dst)) {
+    WARN("no O_TMPFILE on " << sb.dst << ": not checked");
+    return;
+  }
+  REQUIRE(::chmod(sb.path.c_str(), 0755) == 0);
+  REQUIRE(::chmod(sb.dst.c_str(), 0777) == 0);
+  put(sb.src, "a/new", "new", 0444);
+  put(sb.src, "changed", "changed", 0604);
+  int fd = ::open((sb.dst + "/changed").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::fchown(fd, 65534, 65534) == 0);
+  ::close(fd);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0)
+      ::_exit(100);
+    int rc = 0;
+    try {
+      ingestor ing{sb.src, sb.dst};
+      auto before = detail::ingest_temp_names_used();
+      if (ing.ingest(req_for("a/new")).status != file_status::ok)
+        rc = 2;
+      else if (detail::ingest_temp_names_used() != before)  // no fallback
+        rc = 3;
+      else if (ing.ingest(req_for("changed")).status != file_status::ok)
+        rc = 4;
+      else if (detail::ingest_temp_names_used() != before + 1)
+        rc = 5;
+    } catch (...) {
+      rc = 6;
+    }
+    ::_exit(rc);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 100) {
+    WARN("cannot switch to user nobody: not checked");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(get(sb.dst, "a/new") == "new");
+  CHECK(get(sb.dst, "changed") == "changed");
+  struct stat st;
+  REQUIRE(::stat((sb.dst + "/a/new").c_str(), &st) == 0);
+  CHECK(st.st_uid == 65534);
+  CHECK((st.st_mode & 07777) == 0444);
+  CHECK(temp_names(sb.dst).empty());
 }

@@ -81,8 +81,17 @@ std::vector<char*> argv_of(std::vector<std::string>& args) {
   return v;
 }
 
-int spawn(std::vector<std::string> args, const std::string& out, const std::string& err) {
-  args.insert(args.begin(), MEDIASYNC_BIN);
+const std::string& binary() {
+  static const std::string bin{MEDIASYNC_BIN};
+  return bin;
+}
+
+int spawn(const std::vector<std::string>& operands, const std::string& out,
+          const std::string& err) {
+  std::vector<std::string> args;
+  args.reserve(operands.size() + 1);
+  args.push_back(binary());
+  args.insert(args.end(), operands.begin(), operands.end());
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);

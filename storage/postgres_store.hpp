@@ -1,0 +1,148 @@
+// The PostgreSQL backend of storage::store (libpqxx 6.4, PostgreSQL 15 or newer).
+//
+// URLs: anything libpq accepts: postgresql://user@host:port/dbname?param=value,
+// postgres://..., or a key=value string ("host=/run/postgresql dbname=ms").
+// The password may be in the URL, in PGPASSWORD or in ~/.pgpass (libpq finds
+// it); it is never printed: describe() and every error message show the URL
+// with the password replaced by "***".
+//
+// Schema (public contract; the same tables and column names as the SQLite
+// backend, see sqlite_store.hpp, with PostgreSQL types, plus the *_raw columns
+// below):
+//   schema_version(version integer PRIMARY KEY, applied_at timestamptz)
+//             one row per applied migration
+//   sync_jobs(id bigint identity PRIMARY KEY, source_root, source_root_raw,
+//             dest_root, dest_root_raw, status text, total_files bigint,
+//             processed_files bigint, failed_files bigint, skipped_files bigint,
+//             processed_bytes bigint, created_at timestamptz, updated_at timestamptz,
+//             finished_at timestamptz, settings jsonb)
+//   file_results(job_id bigint, path, path_raw, stage text, status text, size bigint,
+//             sha256 text, error, error_raw, duration_us bigint, recorded_at timestamptz)
+//             UNIQUE NULLS NOT DISTINCT (job_id, path, stage, path_raw)  [file_results_key]
+//   media_items(id bigint identity PRIMARY KEY, source_root, source_root_raw, path,
+//             path_raw, library_path, library_path_raw, size bigint, mtime_ns bigint,
+//             sha256 text, mime text, first_job_id bigint, last_job_id bigint,
+//             missing boolean)
+//             UNIQUE NULLS NOT DISTINCT (source_root, path, source_root_raw, path_raw)
+//             [media_items_key]
+//   status, stage: the same names as in SQLite (CHECK constraints).
+//
+// File-system names (not valid UTF-8 in general) -- the columns source_root,
+// dest_root, path, library_path and error, each `X text COLLATE "C"` with a
+// companion `X_raw bytea`:
+//   - when the value is valid UTF-8 without NUL bytes (nearly always), X holds it
+//     exactly and X_raw is NULL;
+//   - otherwise X holds a readable display form, in which every byte that is not
+//     part of a valid UTF-8 sequence (and every NUL) is written as the four
+//     characters \xHH (lower-case hex), and X_raw holds the exact bytes.
+//   So `COALESCE(X_raw, convert_to(X, 'UTF8'))` is always the exact value, and
+//   plain SQL on X reads well. A display form can equal some other, valid name
+//   (a file really named "a\xff"): the keys include X_raw, compared with NULLS
+//   NOT DISTINCT, so both are distinct rows, and every lookup matches X and X_raw.
+//   sha256 and mime (ASCII written by mediasync) use the display form only.
+// Other conventions:
+//   - optional text (sha256, mime, library_path, error, finished_at) is NULL when
+//     empty; it reads back as an empty string;
+//   - timestamps are timestamptz set by the server (now(): the transaction start);
+//     job_row's fields read them as ISO-8601 UTC with milliseconds
+//     (2026-11-28T12:00:00.123Z);
+//   - settings is jsonb (a JSON object); it reads back as compact JSON
+//     (jsonb keeps one of duplicate keys and may reorder keys);
+//   - media_items.missing is boolean (SQLite: 0/1).
+//
+// Migrations: read_write opening applies the pending ones (each in its own
+// transaction, serialised across processes by an advisory lock), so opening
+// read_write is what `mediasync migrate` needs. read_only opening never writes
+// and refuses a database without the current schema. A database whose
+// schema_version is newer than postgres_schema_version is refused in both modes
+// (schema_too_new). The database must use the UTF8 encoding (or SQL_ASCII).
+//
+// Concurrency: several read_write stores (separate processes, separate jobs)
+// may share one database: job ids come from an identity column, commit()
+// touches only its own job's file_results and sync_jobs rows, and media_items
+// upserts are ON CONFLICT DO UPDATE in key order (two jobs on the same source
+// cannot deadlock each other; a deadlock or serialization failure reported by
+// the server anyway is retried inside commit(), up to 3 attempts).
+// Readers see committed states only: job counters always equal their rows.
+//
+// Connection loss: a call that finds the connection broken (server restart,
+// pg_terminate_backend, network) throws error(errc::connection_lost) and drops
+// the connection; its transaction is rolled back by the server. The next call
+// reconnects first (and throws connection_lost again while the server is
+// unreachable). One exception: when the connection breaks while COMMIT is in
+// flight, the outcome is unknown (the message says so); commit() is idempotent,
+// so re-applying the batch is always safe.
+//
+// commit(): one statement in one transaction: the outcomes travel as arrays (one
+// array parameter per column, a few text literals) to a prepared statement that
+// unnests them, INSERTs file_results ... ON CONFLICT DO NOTHING RETURNING the new
+// rows, upserts media_items for the new rows with touches_media, and adds the new
+// rows to the sync_jobs counters. Measured against COPY into a temporary table
+// plus INSERT ... SELECT and against multi-row VALUES: see bench/pg_writer_bench.cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "storage/store.hpp"
+
+namespace ms::storage {
+
+/// The PostgreSQL schema version this binary creates and understands.
+inline constexpr int postgres_schema_version = 1;
+
+/// True if `url` names a PostgreSQL database: postgres:// or postgresql://
+/// (any case), or a libpq key=value connection string (with host=, hostaddr=,
+/// dbname=, service= or user=).
+bool is_postgres_url(std::string_view url);
+
+/// `url` with any password replaced by "***": the userinfo password of a URL,
+/// and password=... (keyword or URL query parameter, quoted or not).
+std::string redact_url(std::string url);
+
+/// The display form of a file-system name (see the header comment): `bytes`
+/// itself when it is valid UTF-8 without NUL, else with every invalid byte
+/// written \xHH. Sets `exact` to whether the display form is the name itself.
+std::string pg_display_form(std::string_view bytes, bool& exact);
+
+/// A store on one PostgreSQL database. Owns one connection and its prepared
+/// statements. Not thread-safe: one owner at a time.
+/// Every failing call throws storage::error naming the redacted URL.
+class postgres_store final : public store {
+public:
+  /// Connects to `url`. In read_write mode applies pending migrations; in
+  /// read_only mode every transaction is READ ONLY and the database must carry
+  /// the current schema.
+  /// Throws: bad_url (the URL does not parse), cannot_open (refused connection,
+  /// unknown host, authentication failure, missing database, no mediasync
+  /// schema in read_only mode, not a mediasync database, server older than
+  /// PostgreSQL 15 or not UTF8), schema_too_new, io.
+  postgres_store(std::string url, open_mode mode);
+  ~postgres_store() override;
+
+  /// The URL with the password redacted.
+  std::string describe() const override;
+  std::uint64_t create_job(const std::string& source_root, const std::string& dest_root,
+                           const std::string& settings_json) override;
+  void set_job_status(std::uint64_t job_id, job_status status, bool finished) override;
+  void raise_total(std::uint64_t job_id, std::uint64_t total) override;
+  std::optional<job_row> job(std::uint64_t job_id) override;
+  std::vector<job_row> jobs(std::size_t limit) override;
+  void lookup(std::uint64_t job_id, const std::string& source_root,
+              const std::vector<std::string>& paths, std::vector<known_file>& out) override;
+  std::uint64_t count_known(const std::string& source_root) override;
+  /// See store::commit and sqlite_store::commit (same media rules). Outcomes
+  /// repeating a (path, stage) within the batch count as duplicates after the
+  /// first. Throws not_found (nothing written) if the job does not exist.
+  commit_stats commit(std::uint64_t job_id, const std::string& source_root,
+                      const std::vector<file_outcome>& outcomes) override;
+  std::uint64_t mark_missing(std::uint64_t job_id, const std::string& source_root) override;
+  row_counts count_rows(std::uint64_t job_id) override;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> d_;
+};
+
+} // namespace ms::storage

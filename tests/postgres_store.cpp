@@ -1,0 +1,1046 @@
+// Tests of the PostgreSQL store (storage/postgres_store.*, the postgres branch of
+// storage/store.cpp) against a real PostgreSQL 15 server (tests/pg_server.sh,
+// a CTest fixture). Every test works in a fresh database of its own
+// (tests/pg_test_db.hpp), dropped at the end; a second connection checks what
+// actually landed in the tables.
+//
+// The backend-independent behaviours are functions taking a store factory
+// (`open_fn`), so the same cases can run against the SQLite store too.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "pg_test_db.hpp"
+#include "storage/postgres_store.hpp"
+#include "storage/store.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using namespace ms;
+using ms::storage::errc;
+using ms::storage::open_mode;
+using ms::storage::open_store;
+using ms::test::pg_database;
+
+/// Opens a store on the database under test (a new connection each call).
+using open_fn = std::function<std::unique_ptr<storage::store>(open_mode)>;
+
+open_fn opener(const std::string& url) {
+  return [url](open_mode mode) { return open_store(url, mode); };
+}
+
+struct caught {
+  errc code;
+  std::string what;
+};
+
+/// Runs `f`, which must throw storage::error; returns its code and message.
+template <class F>
+caught expect_error(F&& f) {
+  try {
+    f();
+  } catch (const storage::error& e) {
+    return {e.code(), e.what()};
+  }
+  FAIL("expected a storage::error, none was thrown");
+  throw std::logic_error("unreachable");
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+file_outcome outcome(std::uint64_t job, std::string path, file_status st, std::uint64_t size,
+                     bool touches_media = false) {
+  file_outcome o;
+  o.job_id = job;
+  o.path = std::move(path);
+  o.status = st;
+  o.size = size;
+  o.mtime_ns = 1'700'000'000'000'000'000LL + static_cast<std::int64_t>(size);
+  o.duration_us = 42;
+  if (st == file_status::ok) {
+    o.sha256 = std::string(64, 'a');
+    o.mime = "image/jpeg";
+    o.library_path = "2026/11/28/" + o.path;
+  } else {
+    o.error = st == file_status::failed ? "open: Permission denied" : "special file";
+  }
+  o.touches_media = touches_media;
+  return o;
+}
+
+/// A mixed batch: ok (touching media), failed and skipped, sizes 1000 + i.
+std::vector<file_outcome> mixed_batch(std::uint64_t job, int first, int n) {
+  std::vector<file_outcome> b;
+  for (int i = first; i < first + n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "dir%04d/file%06d.jpg", i / 100, i);
+    file_status st = i % 5 == 3 ? file_status::failed
+                     : i % 5 == 4 ? file_status::skipped
+                                  : file_status::ok;
+    b.push_back(outcome(job, name, st, 1000 + static_cast<std::uint64_t>(i), st == file_status::ok));
+  }
+  return b;
+}
+
+void require_counters_match_rows(storage::store& st, std::uint64_t job) {
+  auto j = st.job(job);
+  REQUIRE(j);
+  auto c = st.count_rows(job);
+  CHECK(j->processed_files == c.ok);
+  CHECK(j->failed_files == c.failed);
+  CHECK(j->skipped_files == c.skipped);
+  CHECK(j->processed_bytes == c.ok_bytes);
+}
+
+/// True for ISO-8601 UTC with milliseconds: "2026-11-28T12:00:00.123Z".
+bool is_iso_ms_utc(const std::string& s) {
+  const std::string shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (s.size() != shape.size()) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    bool ok = shape[i] == 'd' ? s[i] >= '0' && s[i] <= '9' : s[i] == shape[i];
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (bound, then released).
+int unused_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+/// Names that are awkward in SQL, in text encodings or in both.
+const std::vector<std::string>& odd_names() {
+  static const std::vector<std::string> names = {
+      std::string("bad\xff\xfe utf8.jpg"),
+      std::string("lone \xc3 lead byte"),
+      std::string("overlong \xc0\xaf slash"),
+      std::string("surrogate \xed\xa0\x80.jpg"),
+      std::string("nul \0 inside", 12),
+      "line\nbreak.jpg",
+      "cr\rlf\r\n.jpg",
+      "single ' quote.jpg",
+      "double \" quote.jpg",
+      "'; DROP TABLE sync_jobs; --",
+      "back\\slash\ttab.jpg",
+      "braces {a,b} \"NULL\" NULL",
+      "NULL",
+      "\\xff",                      // a valid name equal to the display form of "\xff"
+      std::string("\xff"),          // ... and that one
+      "percent %s %n %d.jpg",
+      "caf\xc3\xa9.jpg",            // precomposed é
+      "cafe\xcc\x81.jpg",           // e + combining acute: different bytes
+      "emoji \xf0\x9f\x98\x80.jpg",
+      "trailing space ",
+      std::string(3000, 'L') + ".jpg",
+  };
+  return names;
+}
+
+// ---------------------------------------------------------------------------
+// Backend-independent behaviours (each takes a factory opening the same database).
+
+void commit_keeps_counters_equal_to_rows(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto batch = mixed_batch(job, 0, 50); // 30 ok, 10 failed, 10 skipped
+  auto stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 50);
+  CHECK(stats.duplicates == 0);
+  std::uint64_t ok_bytes = 0;
+  for (const auto& o : batch)
+    if (o.status == file_status::ok) ok_bytes += o.size;
+  auto c = st->count_rows(job);
+  CHECK(c.ok == 30);
+  CHECK(c.failed == 10);
+  CHECK(c.skipped == 10);
+  CHECK(c.ok_bytes == ok_bytes);
+  auto j = st->job(job);
+  CHECK(j->processed_files == 30);
+  CHECK(j->failed_files == 10);
+  CHECK(j->skipped_files == 10);
+  CHECK(j->processed_bytes == ok_bytes);
+  CHECK(is_iso_ms_utc(j->updated_at));
+  CHECK(st->count_known("/src") == 30);
+  CHECK(st->count_known("/elsewhere") == 0);
+  for (int i = 1; i < 10; ++i) {
+    st->commit(job, "/src", mixed_batch(job, i * 50, 50));
+    require_counters_match_rows(*st, job);
+  }
+  c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 500);
+  CHECK(st->commit(job, "/src", {}).inserted == 0);
+}
+
+void reapplying_a_batch_is_a_noop(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto batch = mixed_batch(job, 0, 40);
+  REQUIRE(st->commit(job, "/src", batch).inserted == 40);
+  auto before = *st->job(job);
+  std::vector<std::string> paths;
+  for (const auto& o : batch) paths.push_back(o.path);
+  std::vector<known_file> known_before, known_after;
+  st->lookup(job, "/src", paths, known_before);
+
+  auto stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == 40);
+  // The same keys with different content change nothing either.
+  for (auto& o : batch) {
+    o.size += 1;
+    o.sha256 = std::string(64, 'b');
+    o.status = file_status::ok;
+    o.touches_media = true;
+  }
+  stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == 40);
+
+  auto after = *st->job(job);
+  CHECK(after.processed_files == before.processed_files);
+  CHECK(after.failed_files == before.failed_files);
+  CHECK(after.skipped_files == before.skipped_files);
+  CHECK(after.processed_bytes == before.processed_bytes);
+  st->lookup(job, "/src", paths, known_after);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    INFO("path " << paths[i]);
+    CHECK(known_after[i].has_media == known_before[i].has_media);
+    CHECK(known_after[i].size == known_before[i].size);
+    CHECK(known_after[i].sha256 == known_before[i].sha256);
+  }
+  require_counters_match_rows(*st, job);
+
+  // A batch overlapping a committed one counts only the new rows; a path twice
+  // in one batch counts once.
+  auto overlap = mixed_batch(job, 20, 30); // 20 old, 10 new
+  overlap.push_back(overlap.back());
+  stats = st->commit(job, "/src", overlap);
+  CHECK(stats.inserted == 10);
+  CHECK(stats.duplicates == 21);
+  auto c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 50);
+  require_counters_match_rows(*st, job);
+}
+
+void failing_commits_write_nothing(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  {
+    auto ghost = job + 7;
+    auto e = expect_error([&] { st->commit(ghost, "/src", mixed_batch(ghost, 0, 20)); });
+    CHECK(e.code == errc::not_found);
+    CHECK(contains(e.what, st->describe()));
+    CHECK(st->count_rows(ghost).ok == 0);
+  }
+  {
+    auto batch = mixed_batch(job, 0, 20);
+    batch.back().status = static_cast<file_status>(7); // violates the status CHECK
+    auto e = expect_error([&] { st->commit(job, "/src", batch); });
+    CHECK(e.code == errc::io);
+  }
+  {
+    auto batch = mixed_batch(job, 0, 20);
+    batch[5].job_id = job + 1;
+    auto e = expect_error([&] { st->commit(job, "/src", batch); });
+    CHECK(contains(e.what, "belongs to job " + std::to_string(job + 1)));
+  }
+  CHECK(st->count_known("/src") == 0);
+  CHECK(st->job(job)->processed_files == 0);
+  auto c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 0);
+  // Still usable afterwards.
+  CHECK(st->commit(job, "/src", mixed_batch(job, 0, 20)).inserted == 20);
+  require_counters_match_rows(*st, job);
+}
+
+void jobs_are_created_finished_totalled_and_listed(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto a = st->create_job("/src/a", "/lib", R"({"dry_run":false})");
+  auto b = st->create_job("/src/b", "/lib", "");
+  auto c = st->create_job("/src/c", "/lib", "{}");
+  CHECK(a < b);
+  CHECK(b < c);
+  auto ja = st->job(a);
+  REQUIRE(ja);
+  CHECK(ja->source_root == "/src/a");
+  CHECK(ja->dest_root == "/lib");
+  CHECK(ja->status == job_status::running);
+  CHECK(ja->settings == R"({"dry_run":false})");
+  CHECK(is_iso_ms_utc(ja->created_at));
+  CHECK(ja->updated_at == ja->created_at);
+  CHECK(ja->finished_at.empty());
+  CHECK(st->job(b)->settings == "{}");
+  CHECK_FALSE(st->job(c + 100));
+
+  auto list = st->jobs(2);
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].id == c);
+  CHECK(list[1].id == b);
+  CHECK(st->jobs(10).size() == 3);
+
+  st->set_job_status(a, job_status::completed, true);
+  auto j = st->job(a);
+  CHECK(j->status == job_status::completed);
+  CHECK(is_iso_ms_utc(j->finished_at));
+  st->set_job_status(a, job_status::interrupted, false);
+  j = st->job(a);
+  CHECK(j->status == job_status::interrupted);
+  CHECK(j->finished_at.empty());
+  CHECK(expect_error([&] { st->set_job_status(c + 100, job_status::failed, true); }).code ==
+        errc::not_found);
+
+  struct step {
+    std::uint64_t raise_to, expect;
+  };
+  for (auto s : std::vector<step>{{10, 10}, {5, 10}, {10, 10}, {0, 10}, {25, 25}, {24, 25}}) {
+    st->raise_total(a, s.raise_to);
+    CHECK(st->job(a)->total_files == s.expect);
+  }
+  CHECK(st->job(b)->total_files == 0);
+  CHECK(expect_error([&] { st->raise_total(c + 100, 1); }).code == errc::not_found);
+
+  for (std::string bad : {"{", "[1,2]", "42", "not json"}) {
+    INFO("settings " << bad);
+    expect_error([&] { st->create_job("/x", "/y", bad); });
+  }
+  CHECK(st->jobs(10).size() == 3);
+}
+
+void odd_names_round_trip(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  const std::string root = std::string("/src\n'root' \xfe");
+  const std::string dest = std::string("/lib \xff\"");
+  auto job = st->create_job(root, dest, "{}");
+  auto j = st->job(job);
+  REQUIRE(j);
+  CHECK(j->source_root == root);
+  CHECK(j->dest_root == dest);
+
+  const auto& names = odd_names();
+  std::vector<file_outcome> batch;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto o = outcome(job, names[i], file_status::ok, 100 + i, true);
+    o.library_path = "lib/" + names[i];
+    batch.push_back(o);
+  }
+  // A failed one whose error message carries a bad name.
+  auto f = outcome(job, std::string("failed \xff.jpg"), file_status::failed, 0, false);
+  f.error = std::string("cannot open 'failed \xff.jpg': Permission denied");
+  batch.push_back(f);
+  REQUIRE(st->commit(job, root, batch).inserted == names.size() + 1);
+  CHECK(st->commit(job, root, batch).inserted == 0); // redo: exact keys match
+  require_counters_match_rows(*st, job);
+
+  std::vector<known_file> known;
+  st->lookup(job, root, names, known);
+  REQUIRE(known.size() == names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    INFO("name #" << i);
+    CHECK(known[i].has_media);
+    CHECK(known[i].has_result);
+    CHECK(known[i].size == 100 + i);
+    CHECK(known[i].library_path == "lib/" + names[i]);
+  }
+  // Near misses are distinct keys.
+  st->lookup(job, root,
+             {std::string("bad\xff\xfd utf8.jpg"), "line\r\nbreak.jpg", "cafe.jpg", "trailing space",
+              "/src\n'root'", std::string("\xfe"), "\\xfe", std::string("nul ", 4)},
+             known);
+  for (const auto& k : known) {
+    CHECK_FALSE(k.has_media);
+    CHECK_FALSE(k.has_result);
+  }
+  CHECK(st->count_known(root) == names.size());
+  CHECK(st->count_known("/src\n'root' \\xfe") == 0); // the display form of the root is another root
+
+  // mark_missing matches the exact bytes too: a later job that sees every
+  // name but two marks exactly those two.
+  auto j2 = st->create_job(root, dest, "{}");
+  std::vector<file_outcome> seen;
+  for (std::size_t i = 2; i < names.size(); ++i)
+    seen.push_back(outcome(j2, names[i], file_status::skipped, 100 + i, false));
+  st->commit(j2, root, seen);
+  CHECK(st->mark_missing(j2, root) == 2);
+  st->lookup(j2, root, names, known);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    INFO("name #" << i);
+    CHECK(known[i].missing == (i < 2));
+  }
+  CHECK(st->count_known(root) == names.size() - 2);
+}
+
+void media_upsert_keeps_first_job_id(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src", {outcome(j1, "a.jpg", file_status::ok, 10, true)});
+  std::vector<known_file> k;
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  // An unchanged skip without a hash refreshes the row and keeps the content fields.
+  auto o = outcome(j2, "a.jpg", file_status::skipped, 10, true);
+  o.error.clear();
+  st->commit(j2, "/src", {o});
+  st->lookup(j2, "/src", {"a.jpg"}, k);
+  CHECK(k[0].sha256 == std::string(64, 'a'));
+  CHECK(k[0].mime == "image/jpeg");
+  CHECK(k[0].library_path == "2026/11/28/a.jpg");
+  // A changed file: everything but first_job_id is replaced.
+  auto j3 = st->create_job("/src", "/lib", "{}");
+  o = outcome(j3, "a.jpg", file_status::ok, 20, true);
+  o.sha256 = std::string(64, 'c');
+  o.mime = "image/png";
+  o.library_path = "2026/11/29/a.png";
+  st->commit(j3, "/src", {o});
+  st->lookup(j3, "/src", {"a.jpg"}, k);
+  CHECK(k[0].size == 20);
+  CHECK(k[0].mtime_ns == o.mtime_ns);
+  CHECK(k[0].sha256 == std::string(64, 'c'));
+  CHECK(k[0].mime == "image/png");
+  CHECK(k[0].library_path == "2026/11/29/a.png");
+  // An outcome without touches_media leaves the row alone.
+  auto j4 = st->create_job("/src", "/lib", "{}");
+  st->commit(j4, "/src", {outcome(j4, "a.jpg", file_status::failed, 99, false)});
+  st->lookup(j4, "/src", {"a.jpg"}, k);
+  CHECK(k[0].size == 20);
+  CHECK(st->count_known("/src") == 1);
+}
+
+void lookup_reports_media_and_results(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src",
+             {outcome(j1, "a.jpg", file_status::ok, 10, true),
+              outcome(j1, "b.jpg", file_status::failed, 0, false)});
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  std::vector<known_file> out(7);
+  for (auto& k : out) {
+    k.has_media = k.has_result = k.missing = true;
+    k.sha256 = "stale";
+  }
+  const std::vector<std::string> paths = {"a.jpg", "b.jpg", "c.jpg"};
+  st->lookup(j1, "/src", paths, out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].has_media);
+  CHECK(out[0].has_result);
+  CHECK_FALSE(out[0].missing);
+  CHECK(out[0].size == 10);
+  CHECK(out[0].mtime_ns == 1'700'000'000'000'000'010LL);
+  CHECK(out[0].sha256 == std::string(64, 'a'));
+  CHECK(out[0].mime == "image/jpeg");
+  CHECK(out[0].library_path == "2026/11/28/a.jpg");
+  CHECK_FALSE(out[1].has_media);
+  CHECK(out[1].has_result);
+  CHECK(out[1].sha256.empty());
+  CHECK_FALSE(out[2].has_media);
+  CHECK_FALSE(out[2].has_result);
+  CHECK_FALSE(out[2].missing);
+  st->lookup(j2, "/src", paths, out);
+  CHECK(out[0].has_media);
+  CHECK_FALSE(out[0].has_result);
+  st->lookup(j1, "/other", paths, out);
+  CHECK_FALSE(out[0].has_media);
+  CHECK(out[0].has_result); // results are keyed by job, not root
+  st->lookup(j1, "/src", {}, out);
+  CHECK(out.empty());
+}
+
+void mark_missing_marks_only_unseen(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src",
+             {outcome(j1, "a.jpg", file_status::ok, 1, true), outcome(j1, "b.jpg", file_status::ok, 2, true),
+              outcome(j1, "c.jpg", file_status::ok, 3, true), outcome(j1, "d.jpg", file_status::ok, 4, true)});
+  auto other = st->create_job("/other", "/lib", "{}");
+  st->commit(other, "/other", {outcome(other, "z.jpg", file_status::ok, 9, true)});
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  st->commit(j2, "/src",
+             {outcome(j2, "a.jpg", file_status::ok, 1, true), outcome(j2, "b.jpg", file_status::failed, 0, false)});
+  CHECK(st->mark_missing(j2, "/src") == 2);
+  CHECK(st->mark_missing(j2, "/src") == 0);
+  CHECK(st->count_known("/src") == 2);
+  CHECK(st->count_known("/other") == 1);
+  std::vector<known_file> k;
+  st->lookup(j2, "/src", {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
+  CHECK_FALSE(k[1].missing);
+  CHECK(k[2].missing);
+  CHECK(k[3].missing);
+  auto j3 = st->create_job("/src", "/lib", "{}");
+  st->commit(j3, "/src", {outcome(j3, "c.jpg", file_status::ok, 3, true)});
+  st->lookup(j3, "/src", {"c.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
+  CHECK(st->count_known("/src") == 3);
+  CHECK(expect_error([&] { st->mark_missing(j3 + 50, "/src"); }).code == errc::not_found);
+}
+
+void read_only_reads_and_refuses_writes(const open_fn& open) {
+  std::uint64_t job = 0;
+  {
+    auto st = open(open_mode::read_write);
+    job = st->create_job("/src", "/dst", "{}");
+    st->commit(job, "/src", mixed_batch(job, 0, 10));
+  }
+  auto ro = open(open_mode::read_only);
+  REQUIRE(ro->job(job));
+  CHECK(ro->jobs(10).size() == 1);
+  CHECK(ro->count_rows(job).ok == 6);
+  CHECK(ro->count_known("/src") == 6);
+  std::vector<known_file> k;
+  ro->lookup(job, "/src", {"dir0000/file000000.jpg"}, k);
+  CHECK(k[0].has_media);
+  auto e = expect_error([&] { ro->create_job("/a", "/b", "{}"); });
+  CHECK(contains(e.what, "read-only"));
+  expect_error([&] { ro->commit(job, "/src", mixed_batch(job, 10, 5)); });
+  expect_error([&] { ro->raise_total(job, 99); });
+  expect_error([&] { ro->set_job_status(job, job_status::failed, true); });
+  expect_error([&] { ro->mark_missing(job, "/src"); });
+  CHECK(ro->count_rows(job).ok == 6);
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+// The shared behaviours, on PostgreSQL.
+
+TEST_CASE("postgres_store: commit keeps counters equal to the rows", "[postgres]") {
+  pg_database db;
+  commit_keeps_counters_equal_to_rows(opener(db.url()));
+  // What landed: optional text NULL when empty, timestamps, media rows.
+  auto r = db.rows("SELECT status, sha256, error, stage, duration_us, path_raw,"
+                   " recorded_at > now() - interval '1 hour'"
+                   " FROM file_results WHERE path = 'dir0000/file000003.jpg'");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0] == std::vector<std::string>{"failed", "<NULL>", "open: Permission denied", "sync",
+                                         "42", "<NULL>", "t"});
+  auto m = db.rows("SELECT sha256, mime, library_path, first_job_id, last_job_id, missing,"
+                   " path_raw, source_root_raw"
+                   " FROM media_items WHERE path = 'dir0000/file000000.jpg'");
+  REQUIRE(m.size() == 1);
+  CHECK(m[0] == std::vector<std::string>{std::string(64, 'a'), "image/jpeg",
+                                         "2026/11/28/dir0000/file000000.jpg", "1", "1", "f",
+                                         "<NULL>", "<NULL>"});
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 500);
+  CHECK(db.integer("SELECT count(*) FROM media_items") == 300);
+}
+
+TEST_CASE("postgres_store: re-applying a batch is a no-op", "[postgres]") {
+  pg_database db;
+  reapplying_a_batch_is_a_noop(opener(db.url()));
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 50);
+}
+
+TEST_CASE("postgres_store: a failing commit writes nothing", "[postgres]") {
+  pg_database db;
+  failing_commits_write_nothing(opener(db.url()));
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 20);
+}
+
+TEST_CASE("postgres_store: jobs are created, finished, totalled and listed", "[postgres]") {
+  pg_database db;
+  jobs_are_created_finished_totalled_and_listed(opener(db.url()));
+  CHECK(db.text("SELECT pg_typeof(settings)::text FROM sync_jobs LIMIT 1") == "jsonb");
+  CHECK(db.text("SELECT settings->>'dry_run' FROM sync_jobs WHERE source_root = '/src/a'") ==
+        "false");
+}
+
+TEST_CASE("postgres_store: odd name bytes round-trip exactly", "[postgres]") {
+  pg_database db;
+  odd_names_round_trip(opener(db.url()));
+
+  // Plain SQL reads well: exact names as they are, the others in display form
+  // with the exact bytes in path_raw.
+  const auto& names = odd_names();
+  std::set<std::string> exact_bytes, expected;
+  for (const auto& r : db.rows("SELECT COALESCE(path_raw, convert_to(path, 'UTF8'))"
+                               " FROM media_items"))
+    exact_bytes.insert(r[0]);
+  for (const auto& n : names) expected.insert(ms::test::pg_hex(n));
+  CHECK(exact_bytes == expected);
+  CHECK(db.text("SELECT path FROM media_items WHERE path_raw = $1::bytea",
+                {ms::test::pg_hex("bad\xff\xfe utf8.jpg")}) == "bad\\xff\\xfe utf8.jpg");
+  CHECK(db.text("SELECT path FROM media_items WHERE path_raw = $1::bytea",
+                {ms::test::pg_hex(std::string("nul \0 inside", 12))}) == "nul \\x00 inside");
+  CHECK(db.text("SELECT path FROM media_items WHERE path_raw = $1::bytea",
+                {ms::test::pg_hex("surrogate \xed\xa0\x80.jpg")}) == "surrogate \\xed\\xa0\\x80.jpg");
+  // The valid name "\xff" and the byte 0xff share a display form: two rows.
+  CHECK(db.integer("SELECT count(*) FROM media_items WHERE path = '\\xff'") == 2);
+  CHECK(db.integer("SELECT count(*) FROM file_results WHERE path = '\\xff'") == 4); // two jobs
+  CHECK(db.text("SELECT path FROM file_results WHERE path = $1", {"'; DROP TABLE sync_jobs; --"}) ==
+        "'; DROP TABLE sync_jobs; --");
+  CHECK(db.integer("SELECT count(*) FROM media_items WHERE path_raw IS NULL") ==
+        static_cast<long long>(names.size()) - 6);
+  CHECK(db.integer("SELECT count(*) FROM sync_jobs") == 2); // the injection stayed data
+  CHECK(db.text("SELECT source_root FROM sync_jobs LIMIT 1") == "/src\n'root' \\xfe");
+  CHECK(db.text("SELECT error FROM file_results WHERE error_raw IS NOT NULL") ==
+        "cannot open 'failed \\xff.jpg': Permission denied");
+  bool exact = true;
+  CHECK(storage::pg_display_form("a\xff" "b", exact) == "a\\xffb");
+  CHECK_FALSE(exact);
+  CHECK(storage::pg_display_form("caf\xc3\xa9", exact) == "caf\xc3\xa9");
+  CHECK(exact);
+}
+
+TEST_CASE("postgres_store: media_items upsert keeps first_job_id and updates the rest",
+          "[postgres]") {
+  pg_database db;
+  media_upsert_keeps_first_job_id(opener(db.url()));
+  auto r = db.rows("SELECT first_job_id, last_job_id, missing FROM media_items");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0] == std::vector<std::string>{"1", "3", "f"});
+}
+
+TEST_CASE("postgres_store: lookup reports media rows and the results of the job", "[postgres]") {
+  pg_database db;
+  lookup_reports_media_and_results(opener(db.url()));
+}
+
+TEST_CASE("postgres_store: mark_missing marks only items the job did not see", "[postgres]") {
+  pg_database db;
+  mark_missing_marks_only_unseen(opener(db.url()));
+  CHECK(db.integer("SELECT count(*) FROM media_items WHERE missing") == 1); // d.jpg
+}
+
+TEST_CASE("postgres_store: a read_only store reads and refuses to write", "[postgres]") {
+  pg_database db;
+  read_only_reads_and_refuses_writes(opener(db.url()));
+}
+
+// ---------------------------------------------------------------------------
+// Opening, URLs, schema.
+
+TEST_CASE("postgres_store: opening migrates once and records schema_version", "[postgres]") {
+  pg_database db;
+  std::uint64_t job = 0;
+  {
+    auto st = open_store(db.url());
+    CHECK(st->describe() == db.url());
+    job = st->create_job("/src", "/dst", R"({"workers":4})");
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto st = open_store(db.url()); // nothing to migrate, data intact
+    REQUIRE(st->job(job));
+    CHECK(st->job(job)->settings == R"({"workers":4})");
+  }
+  auto versions = db.rows("SELECT version, applied_at <= now() FROM schema_version ORDER BY 1");
+  REQUIRE(versions.size() == static_cast<std::size_t>(storage::postgres_schema_version));
+  CHECK(versions.back() ==
+        std::vector<std::string>{std::to_string(storage::postgres_schema_version), "t"});
+
+  // The column names and types are a public contract.
+  auto cols = db.rows("SELECT table_name, column_name, data_type FROM information_schema.columns"
+                      " WHERE table_schema = current_schema()"
+                      " ORDER BY table_name, ordinal_position");
+  std::set<std::string> found;
+  for (const auto& c : cols) found.insert(c[0] + "." + c[1] + ":" + c[2]);
+  const std::set<std::string> expected = {
+      "schema_version.version:integer", "schema_version.applied_at:timestamp with time zone",
+      "sync_jobs.id:bigint", "sync_jobs.source_root:text", "sync_jobs.source_root_raw:bytea",
+      "sync_jobs.dest_root:text", "sync_jobs.dest_root_raw:bytea", "sync_jobs.status:text",
+      "sync_jobs.total_files:bigint", "sync_jobs.processed_files:bigint",
+      "sync_jobs.failed_files:bigint", "sync_jobs.skipped_files:bigint",
+      "sync_jobs.processed_bytes:bigint", "sync_jobs.created_at:timestamp with time zone",
+      "sync_jobs.updated_at:timestamp with time zone",
+      "sync_jobs.finished_at:timestamp with time zone", "sync_jobs.settings:jsonb",
+      "file_results.job_id:bigint", "file_results.path:text", "file_results.path_raw:bytea",
+      "file_results.stage:text", "file_results.status:text", "file_results.size:bigint",
+      "file_results.sha256:text", "file_results.error:text", "file_results.error_raw:bytea",
+      "file_results.duration_us:bigint", "file_results.recorded_at:timestamp with time zone",
+      "media_items.id:bigint", "media_items.source_root:text",
+      "media_items.source_root_raw:bytea", "media_items.path:text", "media_items.path_raw:bytea",
+      "media_items.library_path:text", "media_items.library_path_raw:bytea",
+      "media_items.size:bigint", "media_items.mtime_ns:bigint", "media_items.sha256:text",
+      "media_items.mime:text", "media_items.first_job_id:bigint",
+      "media_items.last_job_id:bigint", "media_items.missing:boolean"};
+  CHECK(found == expected);
+  CHECK(db.integer("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                   " AND indexname IN ('file_results_key', 'media_items_key')") == 2);
+}
+
+TEST_CASE("postgres_store: open_store accepts postgres URLs and key=value strings",
+          "[postgres]") {
+  pg_database db;
+  const std::string dir = ms::test::pg_server_dir();
+  const std::string port = std::to_string(ms::test::pg_port());
+  const std::vector<std::string> forms = {
+      db.url(),
+      "postgres:///" + db.name() + "?host=" + dir + "/sock&port=" + port,
+      "POSTGRESQL:///" + db.name() + "?host=" + dir + "/sock&port=" + port,
+      "host=" + dir + "/sock port=" + port + " dbname=" + db.name(),
+      "dbname=" + db.name() + " host='" + dir + "/sock' port=" + port + " password=s3cret",
+  };
+  std::uint64_t created = 0;
+  for (const auto& url : forms) {
+    INFO("url " << url);
+    auto st = open_store(url);
+    CHECK_FALSE(contains(st->describe(), "s3cret"));
+    st->create_job("/src", "/dst", "{}");
+    CHECK(st->jobs(100).size() == ++created); // every form names the same database
+  }
+  CHECK(storage::redact_url("postgresql://ms:s3cret@db.example:5432/ms?sslmode=require") ==
+        "postgresql://ms:***@db.example:5432/ms?sslmode=require");
+  CHECK(storage::redact_url("postgres://db/ms?user=ms&password=s3cret&sslmode=require") ==
+        "postgres://db/ms?user=ms&password=***&sslmode=require");
+  CHECK(storage::redact_url("host=db password = 'se cret\\'x' dbname=ms") ==
+        "host=db password = *** dbname=ms");
+  CHECK(storage::is_postgres_url("host=db dbname=ms"));
+  CHECK(storage::is_postgres_url("user = ms"));
+  CHECK_FALSE(storage::is_postgres_url("/tmp/hostname=x.db"));
+  CHECK_FALSE(storage::is_postgres_url("sqlite:///tmp/ms.db"));
+}
+
+TEST_CASE("postgres_store: read_only open of a database without the schema fails",
+          "[postgres]") {
+  pg_database db;
+  auto e = expect_error([&] { open_store(db.url(), open_mode::read_only); });
+  CHECK(e.code == errc::cannot_open);
+  CHECK(contains(e.what, "'" + db.url() + "' has no mediasync schema"));
+  CHECK(db.integer("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0);
+
+  SECTION("an older schema, read_only: migrate first") {
+    db.exec("CREATE TABLE schema_version (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())");
+    e = expect_error([&] { open_store(db.url(), open_mode::read_only); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "has schema version 0"));
+    CHECK(contains(e.what, "mediasync migrate"));
+  }
+  SECTION("mediasync's table names without schema_version, read_write") {
+    db.exec("CREATE TABLE sync_jobs (x int)");
+    e = expect_error([&] { open_store(db.url()); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "is not a mediasync database"));
+    CHECK(db.integer("SELECT count(*) FROM pg_tables WHERE tablename = 'schema_version'") == 0);
+  }
+  SECTION("another application's tables are left alone") {
+    db.exec("CREATE TABLE other_app (x int)");
+    open_store(db.url()).reset();
+    CHECK(db.integer("SELECT count(*) FROM schema_version") == storage::postgres_schema_version);
+    open_store(db.url(), open_mode::read_only).reset();
+  }
+}
+
+TEST_CASE("postgres_store: a schema newer than the binary is refused in both modes",
+          "[postgres]") {
+  pg_database db;
+  open_store(db.url()).reset();
+  const int newer = storage::postgres_schema_version + 41;
+  db.exec("INSERT INTO schema_version (version) VALUES (" + std::to_string(newer) + ")");
+  for (auto mode : {open_mode::read_write, open_mode::read_only}) {
+    auto e = expect_error([&] { open_store(db.url(), mode); });
+    CHECK(e.code == errc::schema_too_new);
+    CHECK(contains(e.what, "'" + db.url() + "'"));
+    CHECK(contains(e.what, "schema version " + std::to_string(newer)));
+    CHECK(contains(e.what, "version " + std::to_string(storage::postgres_schema_version)));
+  }
+}
+
+TEST_CASE("postgres_store: concurrent migrations of one database apply it once", "[postgres]") {
+  pg_database db;
+  std::mutex m;
+  std::vector<std::string> failures;
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; ++i)
+    ts.emplace_back([&] {
+      try {
+        open_store(db.url()).reset();
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(m);
+        failures.push_back(e.what());
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(failures == std::vector<std::string>{});
+  CHECK(db.integer("SELECT count(*) FROM schema_version") == storage::postgres_schema_version);
+}
+
+TEST_CASE("postgres_store: connection problems are clear errors naming the redacted URL",
+          "[postgres]") {
+  pg_database db;
+  open_store(db.url()).reset();
+  const std::string port = std::to_string(ms::test::pg_port());
+
+  SECTION("bad URLs") {
+    for (std::string url : std::vector<std::string>{
+             "postgresql://ms:s3cret@[::1/ms", "postgres://ms:s3cret@db/ms?bogus=1",
+          "postgresql://ms:s3cret@localhost:notaport/ms", "host=db password=s3cret dbname",
+          "postgresql://ms:s3cret@localhost:99999/ms"}) {
+      INFO("url " << url);
+      auto e = expect_error([&] { open_store(url); });
+      CHECK(e.code == errc::bad_url);
+      CHECK(contains(e.what, "cannot open database '" + storage::redact_url(url) + "'"));
+      CHECK_FALSE(contains(e.what, "s3cret"));
+    }
+  }
+  SECTION("refused connection") {
+    const std::string url =
+        "postgresql://root:s3cret@127.0.0.1:" + std::to_string(unused_port()) + "/" + db.name();
+    auto e = expect_error([&] { open_store(url); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "cannot open database 'postgresql://root:***@127.0.0.1:"));
+    CHECK(contains(e.what, "Connection refused"));
+    CHECK_FALSE(contains(e.what, "s3cret"));
+  }
+  SECTION("no socket there") {
+    const std::string url = "postgresql:///" + db.name() + "?host=/nonexistent-dir&port=" + port;
+    auto e = expect_error([&] { open_store(url, open_mode::read_only); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "cannot open database '" + url + "' read-only"));
+    CHECK(contains(e.what, "No such file or directory"));
+  }
+  SECTION("unknown host") {
+    const std::string url = "postgresql://root@no-such-host.invalid/" + db.name();
+    auto e = expect_error([&] { open_store(url); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "no-such-host.invalid"));
+  }
+  SECTION("missing database") {
+    const std::string url = ms::test::pg_url(db.name() + "_absent");
+    auto e = expect_error([&] { open_store(url); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "cannot open database '" + url + "'"));
+    CHECK(contains(e.what, "does not exist"));
+  }
+  SECTION("password authentication over TCP (scram-sha-256)") {
+    const std::string role = db.name() + "_pw";
+    ms::test::pg_admin_exec("CREATE ROLE " + role + " LOGIN PASSWORD 'right-pw-123'");
+    db.exec("GRANT SELECT ON ALL TABLES IN SCHEMA public TO " + role);
+    struct drop_role {
+      const pg_database& db;
+      std::string role;
+      ~drop_role() {
+        try {
+          db.exec("DROP OWNED BY " + role);
+          ms::test::pg_admin_exec("DROP ROLE IF EXISTS " + role);
+        } catch (...) {
+        }
+      }
+    } dropper{db, role};
+    const std::string base = "postgresql://" + role;
+    const std::string where = "@127.0.0.1:" + port + "/" + db.name();
+
+    auto e = expect_error([&] { open_store(base + ":wrong-pw-456" + where); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "cannot open database '" + base + ":***" + where + "'"));
+    CHECK(contains(e.what, "password authentication failed"));
+    CHECK_FALSE(contains(e.what, "wrong-pw-456"));
+
+    // The right password works in the URL, in PGPASSWORD and in a pgpass file.
+    open_store(base + ":right-pw-123" + where, open_mode::read_only).reset();
+    ::setenv("PGPASSWORD", "right-pw-123", 1);
+    open_store(base + where, open_mode::read_only).reset();
+    ::unsetenv("PGPASSWORD");
+    ms::test::temp_dir t;
+    const std::string passfile = t / "pgpass";
+    std::ofstream(passfile) << "127.0.0.1:" << port << ":" << db.name() << ":" << role
+                            << ":right-pw-123\n";
+    ::chmod(passfile.c_str(), 0600);
+    ::setenv("PGPASSFILE", passfile.c_str(), 1);
+    open_store(base + where, open_mode::read_only).reset();
+    ::unsetenv("PGPASSFILE");
+    // No password at all.
+    e = expect_error([&] { open_store(base + where, open_mode::read_only); });
+    CHECK(e.code == errc::cannot_open);
+    CHECK(contains(e.what, "password"));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Connection loss.
+
+namespace {
+
+/// Terminates the store's backend(s) in `db` (every session but the caller's).
+int terminate_sessions(const pg_database& db) {
+  return static_cast<int>(
+      db.integer("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                 " AND application_name = 'mediasync'"));
+}
+
+} // namespace
+
+TEST_CASE("postgres_store: a lost connection throws connection_lost and the next call reconnects",
+          "[postgres]") {
+  pg_database db;
+  auto st = open_store(db.url());
+  auto job = st->create_job("/src", "/lib", "{}");
+  REQUIRE(st->commit(job, "/src", mixed_batch(job, 0, 20)).inserted == 20);
+
+  SECTION("terminated while idle") {
+    REQUIRE(terminate_sessions(db) == 1);
+    auto e = expect_error([&] { st->commit(job, "/src", mixed_batch(job, 20, 20)); });
+    CHECK(e.code == errc::connection_lost);
+    CHECK(contains(e.what, db.url()));
+    CHECK(db.integer("SELECT count(*) FROM file_results") == 20);
+    // The next call reconnects; the writer re-applies the held batch.
+    CHECK(st->commit(job, "/src", mixed_batch(job, 20, 20)).inserted == 20);
+    require_counters_match_rows(*st, job);
+  }
+  SECTION("terminated in the middle of a commit: nothing half-written") {
+    // Another session holds the job's row, so the commit blocks after its
+    // INSERTs, at the counter UPDATE; then its backend is terminated.
+    pqxx::connection locker(db.url());
+    pqxx::work lock(locker);
+    lock.exec("SELECT 1 FROM sync_jobs WHERE id = " + std::to_string(job) + " FOR UPDATE");
+    caught result{errc::io, ""};
+    std::thread writer([&] {
+      result = expect_error([&] { st->commit(job, "/src", mixed_batch(job, 20, 500)); });
+    });
+    // Wait until the commit waits for the row lock.
+    bool waiting = false;
+    for (int i = 0; i < 500 && !waiting; ++i) {
+      waiting = db.integer("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND application_name = 'mediasync' AND wait_event_type = 'Lock'") == 1;
+      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(waiting);
+    CHECK(terminate_sessions(db) == 1);
+    writer.join();
+    lock.abort();
+    CHECK(result.code == errc::connection_lost);
+    CHECK(db.integer("SELECT count(*) FROM file_results") == 20);
+    CHECK(db.integer("SELECT count(*) FROM media_items") == 12);
+    CHECK(st->commit(job, "/src", mixed_batch(job, 20, 500)).inserted == 500);
+    require_counters_match_rows(*st, job);
+  }
+  SECTION("the server refuses connections for a while") {
+    REQUIRE(terminate_sessions(db) == 1);
+    ms::test::pg_admin_exec("ALTER DATABASE " + db.name() + " WITH ALLOW_CONNECTIONS false");
+    for (int i = 0; i < 2; ++i) {
+      auto e = expect_error([&] { st->job(job); });
+      CHECK(e.code == errc::connection_lost);
+      CHECK(contains(e.what, db.url()));
+    }
+    auto e = expect_error([&] { st->commit(job, "/src", mixed_batch(job, 20, 20)); });
+    CHECK(e.code == errc::connection_lost);
+    CHECK(contains(e.what, "cannot reconnect"));
+    ms::test::pg_admin_exec("ALTER DATABASE " + db.name() + " WITH ALLOW_CONNECTIONS true");
+    CHECK(st->commit(job, "/src", mixed_batch(job, 20, 20)).inserted == 20);
+    require_counters_match_rows(*st, job);
+  }
+  // In every case the read_only reader still works afterwards, on its own connection.
+  auto ro = open_store(db.url(), open_mode::read_only);
+  require_counters_match_rows(*ro, job);
+}
+
+// ---------------------------------------------------------------------------
+// Several jobs at once.
+
+TEST_CASE("postgres_store: concurrent jobs on one database do not interfere", "[postgres]") {
+  pg_database db;
+  open_store(db.url()).reset();
+  constexpr int writers = 4, batches = 20, batch_size = 100;
+  std::atomic<int> errors{0};
+  std::vector<std::uint64_t> jobs(writers);
+  std::vector<std::thread> ts;
+  std::string first_error;
+  std::mutex m;
+  for (int w = 0; w < writers; ++w)
+    ts.emplace_back([&, w] {
+      try {
+        // Each writer is its own store on its own connection, as separate
+        // processes would be; all share one source root, so their media_items
+        // upserts hit the same rows.
+        auto st = open_store(db.url());
+        auto job = st->create_job("/shared", "/lib", "{}");
+        jobs[static_cast<std::size_t>(w)] = job;
+        for (int b = 0; b < batches; ++b) {
+          // Writers walk the same names in opposite orders.
+          int first = (w % 2 == 0 ? b : batches - 1 - b) * batch_size;
+          auto batch = mixed_batch(job, first, batch_size);
+          st->commit(job, "/shared", batch);
+          st->raise_total(job, static_cast<std::uint64_t>((b + 1) * batch_size));
+        }
+        st->set_job_status(job, job_status::completed, true);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(m);
+        first_error = e.what();
+        ++errors;
+      }
+    });
+  for (auto& t : ts) t.join();
+  INFO(first_error);
+  CHECK(errors.load() == 0);
+  auto st = open_store(db.url(), open_mode::read_only);
+  std::set<std::uint64_t> ids(jobs.begin(), jobs.end());
+  CHECK(ids.size() == writers);
+  for (auto job : jobs) {
+    auto c = st->count_rows(job);
+    CHECK(c.ok + c.failed + c.skipped == batches * batch_size);
+    require_counters_match_rows(*st, job);
+    CHECK(st->job(job)->status == job_status::completed);
+  }
+  CHECK(st->count_known("/shared") == batches * batch_size * 3 / 5);
+  CHECK(db.integer("SELECT count(*) FROM media_items") == batches * batch_size * 3 / 5);
+}
+
+TEST_CASE("postgres_store: a reader sees counters equal to row counts while commits happen",
+          "[postgres]") {
+  pg_database db;
+  auto st = open_store(db.url());
+  auto job = st->create_job("/src", "/lib", "{}");
+  const std::string q =
+      "SELECT j.processed_files = (SELECT count(*) FROM file_results f"
+      "                            WHERE f.job_id = j.id AND f.status = 'ok')"
+      " AND j.failed_files = (SELECT count(*) FROM file_results f"
+      "                       WHERE f.job_id = j.id AND f.status = 'failed')"
+      " AND j.skipped_files = (SELECT count(*) FROM file_results f"
+      "                        WHERE f.job_id = j.id AND f.status = 'skipped')"
+      " AND j.processed_bytes = (SELECT COALESCE(sum(size), 0) FROM file_results f"
+      "                          WHERE f.job_id = j.id AND f.status = 'ok')"
+      " FROM sync_jobs j WHERE j.id = " +
+      std::to_string(job);
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0}, mismatches{0};
+  std::string reader_error;
+  std::thread reader([&] {
+    try {
+      pqxx::connection c(db.url());
+      while (!done.load()) {
+        pqxx::nontransaction n(c);
+        if (std::string(n.exec(q)[0][0].c_str()) != "t") ++mismatches;
+        ++reads;
+      }
+    } catch (const std::exception& e) {
+      reader_error = e.what();
+    }
+  });
+  for (int i = 0; i < 100; ++i) st->commit(job, "/src", mixed_batch(job, i * 50, 50));
+  while (reads.load() < 10 && reader_error.empty()) std::this_thread::yield();
+  done = true;
+  reader.join();
+  CHECK(reader_error.empty());
+  CHECK(mismatches.load() == 0);
+  require_counters_match_rows(*st, job);
+}
