@@ -15,6 +15,9 @@
 //          UPDATE of sync_jobs per batch;
 //   raw    the hand-written minimum: plain INSERT into file_results and plain
 //          INSERT into media_items for the rows that touch media.
+//   actor  the progress-writer actor itself: every outcome sent as its own message (as
+//          the coordinator forwards worker results), committed by batch size, timed
+//          until the last durable ack (includes the per-batch syncfs of --dir).
 // The timed part is the commit loop only (not open, migration or close).
 // The store run is also followed by a lookup() of every path (reported apart).
 #include <sqlite3.h>
@@ -30,6 +33,10 @@
 #include <string>
 #include <vector>
 
+#include <caf/all.hpp>
+
+#include "actors/messages.hpp"
+#include "actors/progress_writer.hpp"
 #include "storage/sqlite_store.hpp"
 #include "storage/store.hpp"
 
@@ -205,6 +212,33 @@ store_result run_store(const std::string& db, const batches& data, std::uint64_t
   return r;
 }
 
+/// The progress-writer actor fed one outcome per message; timed until the last durable ack.
+rate run_actor(caf::actor_system& sys, const std::string& db, const std::string& dir,
+               const batches& data, std::uint64_t rows, std::size_t batch) {
+  remove_db(db);
+  std::shared_ptr<ms::storage::store> st{ms::storage::open_store(db)};
+  std::uint64_t job = st->create_job("/src", dir, "{}");
+  auto writer = ms::spawn_progress_writer(sys, st, ms::writer_settings{batch, std::chrono::milliseconds(100)});
+  caf::scoped_actor self{sys};
+  self->request(writer, caf::infinite, ms::open_atom::value, job,
+                caf::actor_cast<ms::durable_listener_actor>(self))
+    .receive([](ms::job_row&) {}, [](caf::error& e) { throw std::runtime_error(caf::to_string(e)); });
+  auto t0 = clock_type::now();
+  double c0 = cpu_seconds();
+  for (const auto& b : data)
+    for (const auto& f : b)
+      self->send(writer, ms::outcome_atom::value, std::vector<ms::file_outcome>{f});
+  std::uint64_t acked = 0;
+  while (acked < rows)
+    self->receive([&](ms::durable_atom, const ms::job_progress& p) { acked += p.committed; });
+  double s = seconds_since(t0), cpu = cpu_seconds() - c0;
+  self->send_exit(writer, caf::exit_reason::user_shutdown);
+  self->wait_for(writer);
+  st.reset();
+  remove_db(db);
+  return {static_cast<double>(rows) / s, static_cast<double>(rows) / cpu};
+}
+
 void check(sqlite3* db, int rc, const char* what) {
   if (rc != SQLITE_OK && rc != SQLITE_DONE)
     throw std::runtime_error(std::string("raw loop: ") + what + ": " + sqlite3_errmsg(db));
@@ -313,13 +347,19 @@ int main(int argc, char** argv) {
   options o = parse_args(argc, argv);
   std::string base = o.dir + "/writer_bench." + std::to_string(::getpid());
   std::string store_db = base + ".store.db", raw_db = base + ".raw.db";
+  std::string actor_db = base + ".actor.db";
+  caf::actor_system_config cfg;
+  ms::add_message_types(cfg);
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  caf::actor_system sys{cfg};
   try {
     batches data = make_batches(o, 1);
     std::printf("writer_bench: %llu outcomes, batch %zu, dir %s, %d runs each (alternating), "
                 "SQLite %s\n",
                 static_cast<unsigned long long>(o.rows), o.batch, o.dir.c_str(), o.runs,
                 sqlite3_libversion());
-    std::vector<double> store_wall, raw_wall, store_cpu, raw_cpu, lookup_rates;
+    std::vector<double> store_wall, raw_wall, store_cpu, raw_cpu, lookup_rates, actor_wall;
     for (int r = 0; r < o.runs; ++r) {
       // Alternate which variant goes first, so neither always gets the warm (or cold) slot.
       rate raw;
@@ -331,6 +371,10 @@ int main(int argc, char** argv) {
         raw = run_raw(raw_db, data, o.rows);
         sr = run_store(store_db, data, o.rows);
       }
+      rate act = run_actor(sys, actor_db, o.dir, data, o.rows, o.batch);
+      actor_wall.push_back(act.wall);
+      std::printf("run %d: progress-writer actor %7.0f outcomes/s (one message each)\n", r + 1,
+                  act.wall);
       store_wall.push_back(sr.commit.wall);
       store_cpu.push_back(sr.commit.cpu);
       raw_wall.push_back(raw.wall);
@@ -348,11 +392,14 @@ int main(int argc, char** argv) {
     std::printf("median by CPU time: store.commit %.0f outcomes/s, raw sqlite3 loop %.0f "
                 "outcomes/s, ratio store/raw %.2f\n",
                 cs, cr, cs / cr);
+    std::printf("median wall clock: progress-writer actor %.0f outcomes/s, ratio actor/raw %.2f\n",
+                median(actor_wall), median(actor_wall) / mr);
     std::printf("median: store.lookup %.0f paths/s (batches of %zu)\n", median(lookup_rates),
                 o.batch);
   } catch (const std::exception& e) {
     remove_db(store_db);
     remove_db(raw_db);
+    remove_db(actor_db);
     std::fprintf(stderr, "writer_bench: %s\n", e.what());
     return 1;
   }
