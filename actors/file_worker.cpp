@@ -1,7 +1,14 @@
 #include "actors/file_worker.hpp"
 
 #include <caf/all.hpp>
+#include <cstring>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "actors/imaging.hpp"
 #include "actors/ingest.hpp"
 
 namespace ms {
@@ -71,6 +78,60 @@ ingest_function make_library_ingest() {
     req.compare_sha256 = task.compare_sha256;
     req.known_library_path = task.known_library_path;
     return c->ing->ingest(req);
+  };
+}
+
+namespace {
+
+/// Runs one imaging step on the task's library, turning imaging errors into failed outcomes.
+template <class F>
+file_outcome imaging_step(const file_task& task, F&& step) {
+  file_outcome out;
+  out.path = task.path;
+  out.mime = task.mime;
+  out.library_path = task.library_path;
+  auto t0 = std::chrono::steady_clock::now();
+  int fd = ::open(task.dest_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    out.status = file_status::failed;
+    out.error = "library '" + task.dest_root + "' cannot be opened: " + std::strerror(errno);
+    return out;
+  }
+  try {
+    step(fd, out);
+    out.status = file_status::ok;
+    out.touches_media = true;
+  } catch (const imaging_error& e) {
+    out.status = file_status::failed;
+    out.error = e.what();
+  }
+  ::close(fd);
+  out.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+} // namespace
+
+ingest_function make_processing_work(const imaging_settings& settings) {
+  return [settings](const file_task& task) {
+    return imaging_step(task, [&](int fd, file_outcome& out) {
+      auto r = make_thumbnails(fd, task.library_path, settings);
+      out.width = r.info.width;
+      out.height = r.info.height;
+      out.orientation = r.info.orientation;
+      out.taken_at = r.info.taken_at;
+      for (auto& [size, path] : r.thumbnails)
+        out.thumbnail_paths.push_back(path);
+    });
+  };
+}
+
+ingest_function make_watermark_work(const imaging_settings& settings) {
+  return [settings](const file_task& task) {
+    return imaging_step(task, [&](int fd, file_outcome& out) {
+      out.preview_path = make_preview(fd, task.thumbnail, task.library_path, settings);
+    });
   };
 }
 

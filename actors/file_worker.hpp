@@ -15,7 +15,15 @@ using ingest_function = std::function<file_outcome(const file_task&)>;
 /// worker with the exception's message as exit reason (the supervisor restarts it).
 file_worker_actor spawn_file_worker(caf::actor_system& sys, ingest_function fn = {});
 
-/// The default ingest function: one ingestor per (source, dest) pair, cached per thread.
+/// The sync stage: one ingestor per job, cached per worker.
 ingest_function make_library_ingest();
+
+struct imaging_settings;
+
+/// The processing stage: image metadata and thumbnails of the task's library file.
+ingest_function make_processing_work(const imaging_settings& settings);
+
+/// The watermark stage: a watermarked preview from the task's largest thumbnail.
+ingest_function make_watermark_work(const imaging_settings& settings);
 
 } // namespace ms

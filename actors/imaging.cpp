@@ -11,7 +11,8 @@
 //  4. vips thumbnail_source for the largest size (shrink-on-load: a JPEG decodes at
 //     1/2, 1/4 or 1/8 scale, WebP and HEIF at reduced size too; autorotated),
 //     fail_on=error so truncated and corrupt files fail instead of giving grey
-//     pixels; converted to 8-bit sRGB (or grey), alpha flattened on white for JPEG;
+//     pixels; an embedded ICC profile is converted to sRGB; then 8-bit sRGB (or
+//     grey), alpha flattened on white for JPEG;
 //  5. with more than one size, that image is rendered once into memory and the
 //     smaller sizes are resized from it (thumbnail_image): decoding once costs less
 //     than a second shrink-on-load decode (bench/processing_bench.cpp);
@@ -460,26 +461,34 @@ void check_not_derived(const std::string& rel) {
 }
 
 /// Sniffs the loader of `fd` and checks it against the allow-list.
-std::string sniff_format(int fd, const std::string& rel) {
+std::string sniff_format(int fd) {
   VSource src = VSource::new_from_descriptor(fd);
   const char* loader = vips_foreign_find_load_source(src.get_source());
   if (loader == nullptr) {
     vips_error_clear();
     fail(imaging_error::kind::unsupported, "not a supported image format");
   }
-  std::string format = format_of_loader(loader);
+  // `loader` is a type name ("VipsForeignLoadJpegSource"); the nickname is "jpegload_source".
+  const char* nick = vips_nickname_find(g_type_from_name(loader));
+  std::string format = format_of_loader(nick != nullptr ? nick : "");
   if (format.empty())
-    fail(imaging_error::kind::unsupported,
-         "unsupported image format (libvips loader " + std::string{loader} + ")");
-  (void)rel;
+    fail(imaging_error::kind::unsupported, "unsupported image format (libvips loader "
+                                             + std::string{nick != nullptr ? nick : loader} + ")");
   return format;
 }
 
-image_info read_header(int fd, std::string format, const imaging_settings& s) {
+struct header {
+  image_info info;
+  bool has_icc = false;  ///< an embedded ICC profile
+};
+
+header read_header(int fd, std::string format, const imaging_settings& s) {
   VSource src = VSource::new_from_descriptor(fd);
   VImage hdr = VImage::new_from_source(
     src, "", VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL)->set("fail_on", VIPS_FAIL_ON_ERROR));
-  image_info info;
+  header out;
+  out.has_icc = has_field(hdr, VIPS_META_ICC_NAME);
+  image_info& info = out.info;
   info.format = std::move(format);
   if (info.format == "heif" && has_field(hdr, "heif-compression")
       && std::string_view{hdr.get_string("heif-compression")} == "av1")
@@ -497,7 +506,7 @@ image_info read_header(int fd, std::string format, const imaging_settings& s) {
          "image is " + std::to_string(info.width) + "x" + std::to_string(info.height) + " ("
            + std::to_string(pixels) + " pixels), over the limit of " + std::to_string(s.max_pixels)
            + " pixels (max_pixels)");
-  return info;
+  return out;
 }
 
 void rewind_fd(int fd, const std::string& rel) {
@@ -528,12 +537,13 @@ VImage text_overlay(const imaging_settings& s, int w, int h) {
     return rgb.bandjoin((alpha * opacity).cast(VIPS_FORMAT_UCHAR))
       .copy(VImage::option()->set("interpretation", VIPS_INTERPRETATION_sRGB));
   };
-  VImage shadow = layer(a_shadow, 0, s.watermark_opacity * 0.6);
-  VImage text = layer(a_text, 255, s.watermark_opacity);
-  VImage ov = shadow.composite2(text, VIPS_BLEND_MODE_OVER);
+  // Opaque text over its shadow first, then the opacity on the whole: the shadow
+  // does not show through the letters.
+  VImage ov = layer(a_shadow, 0, 0.6).composite2(layer(a_text, 255, 1.0), VIPS_BLEND_MODE_OVER);
   if (ov.format() != VIPS_FORMAT_UCHAR)
     ov = ov.cast(VIPS_FORMAT_UCHAR);
-  return ov;
+  VImage alpha = (ov[3] * s.watermark_opacity).cast(VIPS_FORMAT_UCHAR);
+  return ov.extract_band(0, VImage::option()->set("n", 3)).bandjoin(alpha);
 }
 
 VImage image_overlay(const imaging_settings& s, int w, int h) {
@@ -678,17 +688,25 @@ thumbnail_result make_thumbnails(int root, const std::string& rel_path, const im
   fd_guard fd = open_file(root, rel_path);
   thumbnail_result res;
   try {
-    std::string format = sniff_format(fd.fd, rel_path);
+    std::string format = sniff_format(fd.fd);
     rewind_fd(fd.fd, rel_path);
-    res.info = read_header(fd.fd, std::move(format), s);
+    header hdr = read_header(fd.fd, std::move(format), s);
+    res.info = std::move(hdr.info);
     rewind_fd(fd.fd, rel_path);
 
     int big = sizes.front();
-    VImage thumb = VImage::thumbnail_source(VSource::new_from_descriptor(fd.fd), big,
-                                            VImage::option()
-                                              ->set("height", big)
-                                              ->set("size", VIPS_SIZE_DOWN)
-                                              ->set("fail_on", VIPS_FAIL_ON_ERROR));
+    auto opts = VImage::option()
+                  ->set("height", big)
+                  ->set("size", VIPS_SIZE_DOWN)
+                  // 8.14 does not pass its own fail_on to the loader: the option string does
+                  ->set("option_string", "fail_on=error")
+                  ->set("fail_on", VIPS_FAIL_ON_ERROR);
+    // An embedded profile (Display P3, Adobe RGB, ...) is converted to sRGB, as
+    // the stripped output is read as sRGB. Only then: 8.14 also transforms
+    // profile-less images when export_profile is set, and shifts their colours.
+    if (hdr.has_icc)
+      opts->set("export_profile", "srgb");
+    VImage thumb = VImage::thumbnail_source(VSource::new_from_descriptor(fd.fd), big, opts);
     thumb = to_saveable(thumb, s.thumbnail_format);
     if (sizes.size() > 1)
       thumb = thumb.copy_memory();  // decode once; smaller sizes resize from memory

@@ -42,17 +42,19 @@ using progress_writer_actor = caf::typed_actor<
   // Commits the job's rest, sets its final status, marks vanished media if asked (bool).
   caf::replies_to<finish_atom, std::uint64_t, job_status, bool>::with<job_result>>;
 
-/// A worker of the sync stage: ingests one file at a time. Detached (blocking I/O).
+/// A stage worker: does one file at a time. Detached (blocking I/O, CPU-bound imaging).
+/// The same interface serves every stage (sync ingest, processing, watermark).
 using file_worker_actor = caf::typed_actor<
-  // Hash, sniff and copy one file into the library; replies the outcome.
+  // Does the task's stage for one file; replies the outcome.
   caf::replies_to<ingest_atom, file_task>::with<file_outcome>>;
 
 /// Runs one job: scans, decides, dispatches within the window, finishes when all is durable.
 using sync_coordinator_actor = caf::typed_actor<
   caf::reacts_to<durable_atom, job_progress>,
   caf::reacts_to<fatal_atom, std::string, bool>,
-  // From the supervisor: a worker died (its address, the reason) and this one replaces it.
-  caf::reacts_to<worker_atom, caf::actor_addr, std::string, file_worker_actor>,
+  // From the supervisor: a worker of a stage died (its address, the reason) and this one
+  // (invalid if the restart budget is spent) replaces it.
+  caf::reacts_to<worker_atom, caf::actor_addr, std::string, file_worker_actor, stage>,
   // Internal: scan more, dispatch more.
   caf::reacts_to<pump_atom>,
   // Stop dispatching, drain, end the job interrupted.

@@ -38,9 +38,10 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 // -- messages -----------------------------------------------------------------
 
-/// One file for a file-worker to ingest.
+/// One file for a stage worker: ingest (sync), thumbnails (processing) or preview (watermark).
 struct file_task {
   std::uint64_t job_id = 0;
+  stage stg = stage::sync;
   std::string source_root;
   std::string dest_root;
   std::string path;               ///< relative to source_root
@@ -48,6 +49,9 @@ struct file_task {
   std::int64_t mtime_ns = 0;      ///< as scanned
   std::string compare_sha256;     ///< --checksum: the stored hash to compare with
   std::string known_library_path; ///< --checksum: where the stored copy lives
+  std::string mime;               ///< processing, watermark: the sniffed type
+  std::string library_path;       ///< processing, watermark: the file in the library
+  std::string thumbnail;          ///< watermark: the largest thumbnail (library-relative)
 };
 
 /// Committed state of a job, sent by the writer after every commit (the durable ack).
@@ -72,6 +76,8 @@ struct job_spec {
   bool checksum = false;
   bool allow_empty_source = false;
   std::uint32_t window = 0;       ///< max tasks dispatched but not durable
+  bool thumbnails = false;        ///< run stage processing (metadata + thumbnails) on images
+  bool watermark = false;         ///< run stage watermark (needs thumbnails)
 };
 
 /// How a job run ended.
@@ -87,13 +93,15 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, file_outcome& x) {
   return f(caf::meta::type_name("file_outcome"), x.job_id, x.path, x.stg, x.status, x.size,
            x.mtime_ns, x.sha256, x.mime, x.library_path, x.error, x.duration_us,
-           x.touches_media);
+           x.touches_media, x.width, x.height, x.orientation, x.taken_at, x.thumbnail_paths,
+           x.preview_path);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, known_file& x) {
   return f(caf::meta::type_name("known_file"), x.has_media, x.missing, x.size, x.mtime_ns,
-           x.sha256, x.mime, x.library_path, x.has_result);
+           x.sha256, x.mime, x.library_path, x.has_result, x.stages_done, x.thumbnail_paths,
+           x.preview_path);
 }
 
 template <class Inspector>
@@ -105,8 +113,9 @@ typename Inspector::result_type inspect(Inspector& f, job_row& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, file_task& x) {
-  return f(caf::meta::type_name("file_task"), x.job_id, x.source_root, x.dest_root, x.path,
-           x.size, x.mtime_ns, x.compare_sha256, x.known_library_path);
+  return f(caf::meta::type_name("file_task"), x.job_id, x.stg, x.source_root, x.dest_root,
+           x.path, x.size, x.mtime_ns, x.compare_sha256, x.known_library_path, x.mime,
+           x.library_path, x.thumbnail);
 }
 
 template <class Inspector>
@@ -118,7 +127,8 @@ typename Inspector::result_type inspect(Inspector& f, job_progress& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job_spec& x) {
   return f(caf::meta::type_name("job_spec"), x.job_id, x.source_root, x.dest_root,
-           x.settings_json, x.includes, x.excludes, x.checksum, x.allow_empty_source, x.window);
+           x.settings_json, x.includes, x.excludes, x.checksum, x.allow_empty_source, x.window,
+           x.thumbnails, x.watermark);
 }
 
 template <class Inspector>

@@ -78,7 +78,8 @@ void commit_job(writer_ptr self, std::uint64_t job_id, std::vector<file_outcome>
   auto& job = it->second;
   bool wrote_library = false;
   for (auto& o : outs)
-    if (o.status == file_status::ok && o.touches_media && !o.library_path.empty()) {
+    if (o.status == file_status::ok
+        && (o.stg != stage::sync || (o.touches_media && !o.library_path.empty()))) {
       wrote_library = true;
       break;
     }

@@ -20,15 +20,16 @@ struct supervisor_state {
   static inline const char* name = "supervisor";
   supervisor_settings settings;
   progress_writer_actor writer;
-  std::vector<file_worker_actor> workers;
+  worker_pools pools;  ///< indexed by stage
   std::map<std::uint64_t, running_job> jobs;
   std::deque<std::chrono::steady_clock::time_point> restarts;
   bool stopping = false;
 
   ~supervisor_state() {
     // Shutdown order: workers first, the writer last (it flushed when its jobs finished).
-    for (auto& w : workers)
-      caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    for (auto& pool : pools)
+      for (auto& w : pool)
+        caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
     if (writer)
       caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
   }
@@ -36,9 +37,17 @@ struct supervisor_state {
 
 using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
-file_worker_actor spawn_worker(sup_ptr self) {
-  auto& make = self->state.settings.make_ingest;
-  auto w = spawn_file_worker(self->system(), make ? make() : ingest_function{});
+file_worker_actor spawn_worker(sup_ptr self, stage s) {
+  auto& st = self->state;
+  auto& make = st.settings.make_work[static_cast<std::size_t>(s)];
+  ingest_function fn;
+  if (make)
+    fn = make();
+  else if (s == stage::processing)
+    fn = make_processing_work(st.settings.imaging);
+  else if (s == stage::watermark)
+    fn = make_watermark_work(st.settings.imaging);
+  auto w = spawn_file_worker(self->system(), std::move(fn));
   self->monitor(w);
   return w;
 }
@@ -64,29 +73,33 @@ void on_down(sup_ptr self, const caf::down_msg& dm) {
     fail_all(self, "progress-writer terminated: " + reason);
     return;
   }
-  auto w = std::find_if(st.workers.begin(), st.workers.end(),
-                        [&](const file_worker_actor& x) { return x.address() == dm.source; });
-  if (w != st.workers.end()) {
+  for (std::size_t i = 0; i < st.pools.size(); ++i) {
+    auto& pool = st.pools[i];
+    auto w = std::find_if(pool.begin(), pool.end(),
+                          [&](const file_worker_actor& x) { return x.address() == dm.source; });
+    if (w == pool.end())
+      continue;
+    auto s = static_cast<stage>(i);
     auto now = std::chrono::steady_clock::now();
     st.restarts.push_back(now);
     while (!st.restarts.empty() && now - st.restarts.front() > st.settings.restart_period)
       st.restarts.pop_front();
-    spdlog::warn("file-worker died ({}); restarting it", reason);
+    spdlog::warn("{} worker died ({}); restarting it", to_string(s), reason);
     file_worker_actor replacement;
     if (st.restarts.size() <= st.settings.max_restarts) {
-      replacement = spawn_worker(self);
+      replacement = spawn_worker(self, s);
       *w = replacement;
     } else {
-      spdlog::error("file-workers died {} times within {} s: not restarting", st.restarts.size(),
+      spdlog::error("workers died {} times within {} s: not restarting", st.restarts.size(),
                     st.settings.restart_period.count());
-      st.workers.erase(w);
+      pool.erase(w);
     }
     for (auto& [id, job] : st.jobs)
-      self->send(job.coordinator, worker_atom::value, dm.source, reason, replacement);
-    if (st.workers.empty())
+      self->send(job.coordinator, worker_atom::value, dm.source, reason, replacement, s);
+    if (pool.empty())
       for (auto& [id, job] : st.jobs)
         self->send(job.coordinator, fatal_atom::value,
-                   std::string{"every file-worker keeps crashing"}, false);
+                   "every " + std::string{to_string(s)} + " worker keeps crashing", false);
     return;
   }
   for (auto it = st.jobs.begin(); it != st.jobs.end(); ++it) {
@@ -108,7 +121,10 @@ void start_job(sup_ptr self, job_spec spec, caf::actor listener,
                caf::typed_response_promise<job_result> rp) {
   auto& st = self->state;
   auto id = spec.job_id;
-  auto c = spawn_sync_coordinator(self->system(), std::move(spec), st.writer, st.workers,
+  // A stage without workers cannot run: its files would wait forever.
+  spec.thumbnails = spec.thumbnails && !st.pools[static_cast<std::size_t>(stage::processing)].empty();
+  spec.watermark = spec.watermark && !st.pools[static_cast<std::size_t>(stage::watermark)].empty();
+  auto c = spawn_sync_coordinator(self->system(), std::move(spec), st.writer, st.pools,
                                   caf::actor_cast<supervisor_actor>(self), std::move(listener));
   self->monitor(c);
   st.jobs[id] = running_job{c, std::move(rp)};
@@ -122,8 +138,11 @@ supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage
   st.settings = std::move(settings);
   st.writer = spawn_progress_writer(self->system(), std::move(db), st.settings.writer);
   self->monitor(st.writer);
-  for (std::size_t i = 0; i < std::max<std::size_t>(1, st.settings.workers); ++i)
-    st.workers.push_back(spawn_worker(self));
+  st.settings.workers[0] = std::max<std::size_t>(1, st.settings.workers[0]);
+  st.pools.resize(stage_count);
+  for (std::size_t i = 0; i < stage_count; ++i)
+    for (std::size_t n = 0; n < st.settings.workers[i]; ++n)
+      st.pools[i].push_back(spawn_worker(self, static_cast<stage>(i)));
   self->set_down_handler([=](const caf::down_msg& dm) { on_down(self, dm); });
   return {
     [=](run_atom, job_spec& spec, caf::actor& listener) -> caf::result<job_result> {

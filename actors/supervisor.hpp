@@ -1,9 +1,11 @@
 // The supervisor: owns the writer and the worker pool, runs jobs, restarts dead workers.
 #pragma once
 
+#include <array>
 #include <memory>
 
 #include "actors/file_worker.hpp"
+#include "actors/imaging.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/progress_writer.hpp"
 
@@ -11,13 +13,16 @@ namespace ms {
 namespace storage { class store; }
 
 struct supervisor_settings {
-  std::size_t workers = 8;           ///< sync-stage file-workers
+  /// Workers per stage (sync, processing, watermark); 0 leaves a stage without a pool
+  /// (its jobs must not enable it).
+  std::array<std::size_t, stage_count> workers{8, 10, 5};
   writer_settings writer;
   std::size_t max_restarts = 100;    ///< worker restarts allowed per restart_period
   std::chrono::seconds restart_period{10};
-  /// Makes each worker's ingest function (one per worker: they are not shared between
-  /// threads). Empty: ingest into the library; tests inject their own.
-  std::function<ingest_function()> make_ingest;
+  /// Makes each worker's function, per stage (one per worker: they are not shared between
+  /// threads). Empty: the real stage (ingest, thumbnails, watermark); tests inject their own.
+  std::array<std::function<ingest_function()>, stage_count> make_work;
+  imaging_settings imaging;          ///< for the processing and watermark stages
 };
 
 /// Spawns the supervisor; it spawns the writer on `db` and the worker pool at once.

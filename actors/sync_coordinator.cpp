@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <deque>
 #include <map>
 #include <memory>
@@ -10,7 +11,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include "actors/ingest.hpp"
+#include "actors/imaging.hpp"
 #include "actors/scanner.hpp"
 
 namespace ms {
@@ -28,9 +29,9 @@ struct coordinator_state {
   bool filtered = false;
   int dest_fd = -1;                          ///< to check that unchanged files are still in the library
 
-  std::vector<file_worker_actor> idle;       ///< workers without a task
+  std::array<std::vector<file_worker_actor>, stage_count> idle;  ///< per stage: workers without a task
   std::map<caf::actor_addr, file_task> assigned;  ///< the task each busy worker holds
-  std::deque<file_task> pending;             ///< decided, waiting for a worker
+  std::array<std::deque<file_task>, stage_count> pending;  ///< per stage: waiting for a worker
   std::vector<scan_entry> chunk;             ///< scanned, waiting for the lookup reply
   std::uint64_t inflight = 0;                ///< sent to a worker or the writer, not yet durable
   std::uint64_t already_done = 0;            ///< committed by an earlier run of this job
@@ -94,6 +95,131 @@ bool library_has(coord_ptr self, const std::string& library_path, std::uint64_t 
   return S_ISREG(sb.st_mode) && static_cast<std::uint64_t>(sb.st_size) == size;
 }
 
+bool stage_on(const coordinator_state& st, stage s) {
+  switch (s) {
+    case stage::sync: return true;
+    case stage::processing: return st.spec.thumbnails;
+    case stage::watermark: return st.spec.thumbnails && st.spec.watermark;
+  }
+  return false;
+}
+
+constexpr std::uint8_t bit(stage s) { return static_cast<std::uint8_t>(1u << static_cast<int>(s)); }
+
+std::size_t idx(stage s) { return static_cast<std::size_t>(s); }
+
+/// Tasks decided or dispatched but not durable. Bounded by the window: the scan and the
+/// sync stage wait while it is full; later stages' tasks are already counted when queued.
+std::uint64_t outstanding(const coordinator_state& st) {
+  return st.inflight + st.pending[idx(stage::processing)].size()
+         + st.pending[idx(stage::watermark)].size();
+}
+
+file_outcome stage_outcome(const coordinator_state& st, const std::string& path, stage s,
+                           file_status status, std::string reason) {
+  file_outcome o;
+  o.job_id = st.spec.job_id;
+  o.path = path;
+  o.stg = s;
+  o.status = status;
+  o.error = std::move(reason);
+  return o;
+}
+
+file_task stage_task(const coordinator_state& st, const std::string& path, stage s,
+                     const std::string& mime, const std::string& library_path) {
+  file_task t;
+  t.job_id = st.spec.job_id;
+  t.stg = s;
+  t.source_root = st.spec.source_root;
+  t.dest_root = st.spec.dest_root;
+  t.path = path;
+  t.mime = mime;
+  t.library_path = library_path;
+  return t;
+}
+
+/// Plans the watermark stage of a file whose largest thumbnail is `thumbnail` ("" if none:
+/// processing failed or was skipped, so there is nothing to watermark).
+void plan_watermark(coord_ptr self, const std::string& path, const std::string& mime,
+                    const std::string& library_path, const std::string& thumbnail,
+                    std::vector<file_outcome>& direct) {
+  auto& st = self->state;
+  if (!stage_on(st, stage::watermark))
+    return;
+  if (thumbnail.empty()) {
+    direct.push_back(stage_outcome(st, path, stage::watermark, file_status::skipped,
+                                   "no thumbnail to watermark (processing did not succeed)"));
+    return;
+  }
+  auto t = stage_task(st, path, stage::watermark, mime, library_path);
+  t.thumbnail = thumbnail;
+  st.pending[idx(stage::watermark)].push_back(std::move(t));
+}
+
+/// Plans the image stages of a file that is in the library. `k` is what the database
+/// knew of it (nullptr after a fresh ingest), `unchanged` whether its sync was skipped
+/// as unchanged (then derived files that exist are kept).
+void plan_image_stages(coord_ptr self, const std::string& path, const std::string& mime,
+                       const std::string& library_path, const known_file* k, bool unchanged,
+                       std::vector<file_outcome>& direct) {
+  auto& st = self->state;
+  if (!stage_on(st, stage::processing))
+    return;
+  std::uint8_t done = k ? k->stages_done : 0;
+  bool want_wm = stage_on(st, stage::watermark) && !(done & bit(stage::watermark));
+  if (!is_processable_image(mime)) {
+    std::string why = "not an image the processing stage handles ("
+                      + (mime.empty() ? std::string{"unknown type"} : mime) + ")";
+    if (!(done & bit(stage::processing)))
+      direct.push_back(stage_outcome(st, path, stage::processing, file_status::skipped, why));
+    if (want_wm)
+      direct.push_back(stage_outcome(st, path, stage::watermark, file_status::skipped, why));
+    return;
+  }
+  bool have_thumbs = k && !k->thumbnail_paths.empty();
+  if (!(done & bit(stage::processing))) {
+    if (unchanged && have_thumbs) {
+      auto o = stage_outcome(st, path, stage::processing, file_status::skipped, "unchanged");
+      direct.push_back(std::move(o));
+    } else {
+      st.pending[idx(stage::processing)].push_back(
+        stage_task(st, path, stage::processing, mime, library_path));
+      return;  // watermark follows the processing outcome
+    }
+  }
+  if (!want_wm)
+    return;
+  if (unchanged && k && !k->preview_path.empty())
+    direct.push_back(stage_outcome(st, path, stage::watermark, file_status::skipped, "unchanged"));
+  else
+    plan_watermark(self, path, mime, library_path, have_thumbs ? k->thumbnail_paths.front() : "",
+                   direct);
+}
+
+/// A worker's outcome (or a dead worker's failure): to the writer, and the next stage planned.
+void on_outcome(coord_ptr self, file_outcome out) {
+  std::vector<file_outcome> outs;
+  switch (out.stg) {
+    case stage::sync:
+      if (out.status == file_status::ok || out.error == "unchanged (checksum)")
+        plan_image_stages(self, out.path, out.mime, out.library_path, nullptr, false, outs);
+      break;
+    case stage::processing:
+      plan_watermark(self, out.path, out.mime, out.library_path,
+                     out.status == file_status::ok && !out.thumbnail_paths.empty()
+                       ? out.thumbnail_paths.front()
+                       : std::string{},
+                     outs);
+      break;
+    case stage::watermark:
+      break;
+  }
+  outs.insert(outs.begin(), std::move(out));
+  --self->state.inflight;  // send_to_writer counts it again
+  send_to_writer(self, std::move(outs));
+}
+
 /// Turns a scanned chunk and what the database knows of it into outcomes and tasks.
 void decide(coord_ptr self, std::vector<known_file>& known) {
   auto& st = self->state;
@@ -102,7 +228,10 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
     auto& e = st.chunk[i];
     auto& k = known[i];
     if (k.has_result) {
-      ++st.already_done;  // committed by an earlier run of this job: nothing to redo
+      // Ingested by an earlier run of this job: only its uncommitted image stages remain.
+      ++st.already_done;
+      if (e.kind == entry_kind::regular && k.has_media && !k.library_path.empty())
+        plan_image_stages(self, e.path, k.mime, k.library_path, &k, false, direct);
       continue;
     }
     switch (e.kind) {
@@ -125,20 +254,17 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
       o.library_path = k.library_path;
       o.touches_media = true;
       direct.push_back(std::move(o));
+      plan_image_stages(self, e.path, k.mime, k.library_path, &k, true, direct);
       continue;
     }
-    file_task t;
-    t.job_id = st.spec.job_id;
-    t.source_root = st.spec.source_root;
-    t.dest_root = st.spec.dest_root;
-    t.path = std::move(e.path);
+    auto t = stage_task(st, e.path, stage::sync, {}, {});
     t.size = e.size;
     t.mtime_ns = e.mtime_ns;
     if (known_live && st.spec.checksum && library_has(self, k.library_path, k.size)) {
       t.compare_sha256 = k.sha256;
       t.known_library_path = k.library_path;
     }
-    st.pending.push_back(std::move(t));
+    st.pending[idx(stage::sync)].push_back(std::move(t));
   }
   st.chunk.clear();
   send_to_writer(self, std::move(direct));
@@ -180,7 +306,9 @@ void maybe_finish(coord_ptr self) {
   if (st.finishing || !st.assigned.empty() || st.lookup_pending)
     return;
   bool ending = st.stopping || !st.fatal.empty();
-  if (ending || (st.opened && st.scan_done && st.pending.empty()))
+  bool idle = std::all_of(st.pending.begin(), st.pending.end(),
+                          [](const std::deque<file_task>& q) { return q.empty(); });
+  if (ending || (st.opened && st.scan_done && idle))
     finish(self);
 }
 
@@ -189,7 +317,8 @@ void fail(coord_ptr self, std::string reason) {
   spdlog::error("job {}: {}", st.spec.job_id, reason);
   if (st.fatal.empty())
     st.fatal = std::move(reason);
-  st.pending.clear();
+  for (auto& q : st.pending)
+    q.clear();
   maybe_finish(self);
 }
 
@@ -272,12 +401,11 @@ void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
         auto it = st.assigned.find(addr);
         if (it == st.assigned.end())
           return;  // already reported failed by the supervisor's replacement notice
+        auto s = it->second.stg;
         st.assigned.erase(it);
-        st.idle.push_back(worker);
-        std::vector<file_outcome> outs;
-        outs.push_back(std::move(out));
-        --st.inflight;  // send_to_writer counts it again
-        send_to_writer(self, std::move(outs));
+        st.idle[idx(s)].push_back(worker);
+        out.stg = s;
+        on_outcome(self, std::move(out));
         pump(self);
       },
       [=](caf::error& err) {
@@ -292,16 +420,22 @@ void pump(coord_ptr self) {
   if (st.finishing || !st.opened)
     return;
   if (!st.stopping && st.fatal.empty()) {
-    while (!st.idle.empty() && !st.pending.empty() && st.inflight < st.spec.window) {
-      auto w = std::move(st.idle.back());
-      st.idle.pop_back();
-      auto t = std::move(st.pending.front());
-      st.pending.pop_front();
-      dispatch(self, std::move(w), std::move(t));
+    // Later stages first: they drain the pipeline and free the window.
+    for (auto s : {stage::watermark, stage::processing, stage::sync}) {
+      auto& idle = st.idle[idx(s)];
+      auto& queue = st.pending[idx(s)];
+      while (!idle.empty() && !queue.empty()
+             && (s != stage::sync || outstanding(st) < st.spec.window)) {
+        auto w = std::move(idle.back());
+        idle.pop_back();
+        auto t = std::move(queue.front());
+        queue.pop_front();
+        dispatch(self, std::move(w), std::move(t));
+      }
     }
     // Scan ahead one chunk at most: memory holds the window plus two chunks, whatever the tree.
-    if (!st.scan_done && !st.lookup_pending && st.pending.size() < scan_chunk
-        && st.inflight < st.spec.window)
+    if (!st.scan_done && !st.lookup_pending && st.pending[idx(stage::sync)].size() < scan_chunk
+        && outstanding(st) < st.spec.window)
       scan_more(self);
   }
   maybe_finish(self);
@@ -309,14 +443,14 @@ void pump(coord_ptr self) {
 
 sync_coordinator_actor::behavior_type
 coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
-            std::vector<file_worker_actor> workers, supervisor_actor supervisor,
-            caf::actor listener) {
+            worker_pools workers, supervisor_actor supervisor, caf::actor listener) {
   auto& st = self->state;
   st.spec = std::move(spec);
   if (st.spec.window == 0)
     st.spec.window = 1;
   st.writer = std::move(writer);
-  st.idle = std::move(workers);
+  for (std::size_t i = 0; i < stage_count && i < workers.size(); ++i)
+    st.idle[i] = std::move(workers[i]);
   st.supervisor = std::move(supervisor);
   st.listener = std::move(listener);
   st.filtered = !st.spec.includes.empty() || !st.spec.excludes.empty();
@@ -369,25 +503,24 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
       fail(self, reason);
     },
     [=](worker_atom, const caf::actor_addr& dead, const std::string& reason,
-        file_worker_actor replacement) {
+        file_worker_actor replacement, stage s) {
       auto& st = self->state;
       auto it = st.assigned.find(dead);
       if (it != st.assigned.end()) {
         auto& t = it->second;
-        file_outcome o;
-        o.job_id = t.job_id;
-        o.path = t.path;
-        o.status = file_status::failed;
+        auto o = stage_outcome(st, t.path, t.stg, file_status::failed,
+                               "worker died while working on it: " + reason);
         o.size = t.size;
         o.mtime_ns = t.mtime_ns;
-        o.error = "worker died while ingesting: " + reason;
+        o.mime = t.mime;
+        o.library_path = t.library_path;
         st.assigned.erase(it);
-        --st.inflight;
-        send_to_writer(self, {std::move(o)});
+        on_outcome(self, std::move(o));
       }
-      std::erase_if(st.idle, [&](const file_worker_actor& w) { return w.address() == dead; });
+      auto& idle = st.idle[idx(s)];
+      std::erase_if(idle, [&](const file_worker_actor& w) { return w.address() == dead; });
       if (replacement)
-        st.idle.push_back(std::move(replacement));
+        idle.push_back(std::move(replacement));
       pump(self);
     },
     [=](pump_atom) { pump(self); },
@@ -397,7 +530,8 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
         spdlog::info("job {}: stopping: draining {} file(s) in progress", st.spec.job_id,
                      st.assigned.size());
       st.stopping = true;
-      st.pending.clear();  // not recorded: a resume does them
+      for (auto& q : st.pending)
+        q.clear();  // not recorded: a resume does them
       maybe_finish(self);
     },
   };
@@ -407,7 +541,7 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
 
 sync_coordinator_actor spawn_sync_coordinator(caf::actor_system& sys, job_spec spec,
                                               progress_writer_actor writer,
-                                              std::vector<file_worker_actor> workers,
+                                              worker_pools workers,
                                               supervisor_actor supervisor, caf::actor listener) {
   return sys.spawn<caf::detached>(coordinator, std::move(spec), std::move(writer),
                                   std::move(workers), std::move(supervisor), std::move(listener));

@@ -7,12 +7,15 @@
 
 namespace ms {
 
+/// The stage worker pools, indexed by stage (sync, processing, watermark).
+using worker_pools = std::vector<std::vector<file_worker_actor>>;
+
 /// Spawns a detached coordinator (it scans the source tree: blocking I/O) for `spec`
 /// (whose job_id names an existing job row). It reports the end of the job to
 /// `supervisor` with done_atom and progress to `listener` (if valid) with progress_atom.
 sync_coordinator_actor spawn_sync_coordinator(caf::actor_system& sys, job_spec spec,
                                               progress_writer_actor writer,
-                                              std::vector<file_worker_actor> workers,
+                                              worker_pools workers,
                                               supervisor_actor supervisor, caf::actor listener);
 
 } // namespace ms

@@ -18,6 +18,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/imaging.hpp"
 #include "actors/messages.hpp"
 #include "actors/scanner.hpp"
 #include "actors/supervisor.hpp"
@@ -59,15 +60,85 @@ std::shared_ptr<storage::store> open_db(const std::string& url, storage::open_mo
   }
 }
 
+/// The effective settings of a job, as stored in sync_jobs.settings.
 nlohmann::json settings_json(const options& opt) {
   return {{"workers", opt.workers},
+          {"processing_workers", opt.processing_workers},
+          {"watermark_workers", opt.watermark_workers},
           {"batch_size", opt.batch_size},
           {"flush_interval_ms", opt.flush_interval.count()},
           {"window", opt.window},
           {"include", opt.includes},
           {"exclude", opt.excludes},
           {"checksum", opt.checksum},
-          {"allow_empty_source", opt.allow_empty_source}};
+          {"allow_empty_source", opt.allow_empty_source},
+          {"thumbnails", opt.thumbnails},
+          {"watermark", opt.watermark},
+          {"thumbnail_sizes", opt.thumbnail_sizes},
+          {"thumbnail_format", opt.thumbnail_format},
+          {"quality", opt.quality},
+          {"max_pixels", opt.max_pixels},
+          {"watermark_text", opt.watermark_text},
+          {"watermark_image", opt.watermark_image},
+          {"watermark_position", opt.watermark_position},
+          {"watermark_margin", opt.watermark_margin},
+          {"watermark_opacity", opt.watermark_opacity}};
+}
+
+/// A resumed job does what it was started to do: its stored settings decide what each
+/// file goes through (filters, stages, image settings); the command line only tunes how
+/// fast (workers, batch size, window).
+options with_stored_settings(options opt, const nlohmann::json& s) {
+  opt.includes = s.value("include", opt.includes);
+  opt.excludes = s.value("exclude", opt.excludes);
+  opt.checksum = s.value("checksum", opt.checksum);
+  opt.allow_empty_source = s.value("allow_empty_source", false) || opt.allow_empty_source;
+  // Jobs stored before the image stages existed had none.
+  opt.thumbnails = s.value("thumbnails", false);
+  opt.watermark = s.value("watermark", false);
+  opt.thumbnail_sizes = s.value("thumbnail_sizes", opt.thumbnail_sizes);
+  opt.thumbnail_format = s.value("thumbnail_format", opt.thumbnail_format);
+  opt.quality = s.value("quality", opt.quality);
+  opt.max_pixels = s.value("max_pixels", opt.max_pixels);
+  opt.watermark_text = s.value("watermark_text", opt.watermark_text);
+  opt.watermark_image = s.value("watermark_image", opt.watermark_image);
+  opt.watermark_position = s.value("watermark_position", opt.watermark_position);
+  opt.watermark_margin = s.value("watermark_margin", opt.watermark_margin);
+  opt.watermark_opacity = s.value("watermark_opacity", opt.watermark_opacity);
+  return opt;
+}
+
+imaging_settings imaging_of(const options& opt) {
+  imaging_settings im;
+  im.thumbnail_sizes = opt.thumbnail_sizes;
+  im.thumbnail_format = opt.thumbnail_format;
+  im.quality = opt.quality;
+  im.max_pixels = opt.max_pixels;
+  if (opt.watermark_image.empty())
+    im.watermark_text = opt.watermark_text;
+  im.watermark_image = opt.watermark_image;
+  im.watermark_position = opt.watermark_position;
+  im.watermark_margin = opt.watermark_margin;
+  im.watermark_opacity = opt.watermark_opacity;
+  try {
+    im.validate();
+  } catch (const std::invalid_argument& e) {
+    throw usage_error(e.what());
+  }
+  if (!im.watermark_image.empty() && ::access(im.watermark_image.c_str(), R_OK) != 0)
+    throw usage_error("--watermark-image '" + im.watermark_image + "': " + std::strerror(errno));
+  return im;
+}
+
+/// Fills the parts of a job spec that come from the options.
+void apply_options(job_spec& spec, const options& opt) {
+  spec.includes = opt.includes;
+  spec.excludes = opt.excludes;
+  spec.checksum = opt.checksum;
+  spec.allow_empty_source = opt.allow_empty_source;
+  spec.window = static_cast<std::uint32_t>(opt.window);
+  spec.thumbnails = opt.thumbnails;
+  spec.watermark = opt.thumbnails && opt.watermark;
 }
 
 /// Blocks SIGINT/SIGTERM in every thread (call before any thread starts) and
@@ -123,7 +194,18 @@ int exit_for(const job_result& r) {
 /// Runs one job (new or resumed) through the actor system and reports it.
 int run_job(const options& opt, job_spec spec) {
   signal_guard signals;
+  supervisor_settings ss;
+  ss.imaging = imaging_of(opt);  // validated before anything starts
+  ss.workers = {opt.workers, spec.thumbnails ? opt.processing_workers : 0,
+                spec.watermark ? opt.watermark_workers : 0};
+  ss.writer.batch_size = opt.batch_size;
+  ss.writer.flush_interval = opt.flush_interval;
   auto db = open_db(opt.db, storage::open_mode::read_write);
+  if (spec.thumbnails) {
+    // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).
+    auto cores = std::max(1u, std::thread::hardware_concurrency());
+    imaging_init(static_cast<int>(std::max<std::size_t>(1, cores / opt.processing_workers)));
+  }
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -131,10 +213,6 @@ int run_job(const options& opt, job_spec spec) {
   // work-stealing threads burning the cores the workers hash and copy on.
   cfg.set("scheduler.policy", caf::atom("sharing"));
   caf::actor_system sys{cfg};
-  supervisor_settings ss;
-  ss.workers = opt.workers;
-  ss.writer.batch_size = opt.batch_size;
-  ss.writer.flush_interval = opt.flush_interval;
   auto sup = spawn_supervisor(sys, db, ss);
   signals.start(sys, sup);
   progress_display display{opt.progress};
@@ -323,11 +401,7 @@ int cmd_sync(const options& opt) {
     spec.source_root = src;
     spec.dest_root = dst;
     spec.settings_json = settings_json(opt).dump();
-    spec.includes = opt.includes;
-    spec.excludes = opt.excludes;
-    spec.checksum = opt.checksum;
-    spec.allow_empty_source = opt.allow_empty_source;
-    spec.window = static_cast<std::uint32_t>(opt.window);
+    apply_options(spec, opt);
     return run_job(opt, std::move(spec));
   });
 }
@@ -356,16 +430,13 @@ int cmd_resume(const options& opt) {
     spec.source_root = row->source_root;
     spec.dest_root = row->dest_root;
     spec.settings_json = row->settings;
-    spec.includes = settings.value("include", std::vector<std::string>{});
-    spec.excludes = settings.value("exclude", std::vector<std::string>{});
-    spec.checksum = settings.value("checksum", false);
-    spec.allow_empty_source = settings.value("allow_empty_source", false) || opt.allow_empty_source;
-    spec.window = static_cast<std::uint32_t>(opt.window);
+    auto effective = with_stored_settings(opt, settings);
+    apply_options(spec, effective);
     existing_dir(spec.source_root, "source");
     existing_dir(spec.dest_root, "destination");
     spdlog::info("resuming job {} ({} -> {}): {} file(s) already recorded", id, spec.source_root,
                  spec.dest_root, row->processed_files + row->failed_files + row->skipped_files);
-    return run_job(opt, std::move(spec));
+    return run_job(effective, std::move(spec));
   });
 }
 

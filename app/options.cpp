@@ -1,6 +1,7 @@
 #include "app/options.hpp"
 
 #include <charconv>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 
@@ -38,8 +39,77 @@ const std::vector<option_def>& table() {
          throw usage_error("--db: empty database path");
        o.db = v;
      }},
-    {"workers", "int 1..1024", "8", "file-workers of the sync stage (blocking I/O threads)", true,
+    {"sync-workers", "int 1..1024", "8", "workers of the sync stage (read, hash, copy)", true,
+     [](options& o, const std::string& v) { o.workers = parse_uint("sync-workers", v, 1, 1024); }},
+    {"workers", "int 1..1024", "8", "the same as --sync-workers", true,
      [](options& o, const std::string& v) { o.workers = parse_uint("workers", v, 1, 1024); }},
+    {"processing-workers", "int 1..1024", "10",
+     "workers of the processing stage (image metadata and thumbnails)", true,
+     [](options& o, const std::string& v) {
+       o.processing_workers = parse_uint("processing-workers", v, 1, 1024);
+     }},
+    {"watermark-workers", "int 1..1024", "5", "workers of the watermark stage (previews)", true,
+     [](options& o, const std::string& v) {
+       o.watermark_workers = parse_uint("watermark-workers", v, 1, 1024);
+     }},
+    {"no-thumbnails", "flag", "off",
+     "switch the processing stage off (and so the watermark stage)", false,
+     [](options& o, const std::string&) { o.thumbnails = false; }},
+    {"no-watermark", "flag", "off", "switch the watermark stage off", false,
+     [](options& o, const std::string&) { o.watermark = false; }},
+    {"thumbnail-sizes", "list of px", "256,1024", "long edges of the thumbnails, comma-separated",
+     true,
+     [](options& o, const std::string& v) {
+       o.thumbnail_sizes.clear();
+       std::size_t start = 0;
+       while (start <= v.size()) {
+         auto end = v.find(',', start);
+         auto part = v.substr(start, end == std::string::npos ? std::string::npos : end - start);
+         o.thumbnail_sizes.push_back(static_cast<int>(parse_uint("thumbnail-sizes", part, 1, 16384)));
+         if (end == std::string::npos)
+           break;
+         start = end + 1;
+       }
+     }},
+    {"thumbnail-format", "jpeg|webp", "jpeg", "format of thumbnails and previews", true,
+     [](options& o, const std::string& v) {
+       if (v != "jpeg" && v != "webp")
+         throw usage_error("--thumbnail-format: '" + v + "' is not one of jpeg, webp");
+       o.thumbnail_format = v;
+     }},
+    {"quality", "int 1..100", "82", "encoder quality of thumbnails and previews", true,
+     [](options& o, const std::string& v) { o.quality = static_cast<int>(parse_uint("quality", v, 1, 100)); }},
+    {"max-pixels", "int", "268402689", "refuse images with more pixels (width x height)", true,
+     [](options& o, const std::string& v) {
+       o.max_pixels = parse_uint("max-pixels", v, 1, std::uint64_t{1} << 40);
+     }},
+    {"watermark-text", "text", "preview", "text drawn on previews (unless --watermark-image)",
+     true, [](options& o, const std::string& v) { o.watermark_text = v; }},
+    {"watermark-image", "path", "(none)", "overlay image drawn on previews (PNG with alpha)",
+     true, [](options& o, const std::string& v) { o.watermark_image = v; }},
+    {"watermark-position", "position", "bottom-right",
+     "top-left, top-right, bottom-left, bottom-right or center", true,
+     [](options& o, const std::string& v) {
+       for (auto p : {"top-left", "top-right", "bottom-left", "bottom-right", "center"})
+         if (v == p) {
+           o.watermark_position = v;
+           return;
+         }
+       throw usage_error("--watermark-position: '" + v
+                         + "' is not one of top-left, top-right, bottom-left, bottom-right, center");
+     }},
+    {"watermark-margin", "px 0..10000", "16", "distance of the watermark from the edges", true,
+     [](options& o, const std::string& v) {
+       o.watermark_margin = static_cast<int>(parse_uint("watermark-margin", v, 0, 10000));
+     }},
+    {"watermark-opacity", "0..1", "0.5", "opacity of the watermark", true,
+     [](options& o, const std::string& v) {
+       char* end = nullptr;
+       double d = std::strtod(v.c_str(), &end);
+       if (v.empty() || *end != '\0' || !(d >= 0 && d <= 1))
+         throw usage_error("--watermark-opacity: '" + v + "' is not a number from 0 to 1");
+       o.watermark_opacity = d;
+     }},
     {"batch-size", "int 1..100000", "200", "commit when this many outcomes are buffered", true,
      [](options& o, const std::string& v) {
        o.batch_size = parse_uint("batch-size", v, 1, 100000);

@@ -23,7 +23,20 @@ struct options {
   std::string command;                 ///< sync, resume, status, jobs, help, version
   std::vector<std::string> positional; ///< the command's operands
   std::string db = "./mediasync.db";
-  std::size_t workers = 8;
+  std::size_t workers = 8;             ///< sync stage (media-sync queue)
+  std::size_t processing_workers = 10; ///< processing stage (metadata + thumbnails)
+  std::size_t watermark_workers = 5;   ///< watermark stage
+  bool thumbnails = true;
+  bool watermark = true;
+  std::vector<int> thumbnail_sizes{256, 1024};
+  std::string thumbnail_format = "jpeg";
+  int quality = 82;
+  std::uint64_t max_pixels = 268'402'689;
+  std::string watermark_text = "preview";
+  std::string watermark_image;
+  std::string watermark_position = "bottom-right";
+  int watermark_margin = 16;
+  double watermark_opacity = 0.5;
   std::size_t batch_size = 200;
   std::chrono::milliseconds flush_interval{100};
   std::size_t window = 4096;

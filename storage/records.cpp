@@ -8,8 +8,19 @@ namespace ms {
 std::string_view to_string(stage x) {
   switch (x) {
     case stage::sync: return "sync";
+    case stage::processing: return "processing";
+    case stage::watermark: return "watermark";
   }
   return "unknown";
+}
+
+bool parse_stage(std::string_view s, stage& out) {
+  for (auto x : {stage::sync, stage::processing, stage::watermark})
+    if (to_string(x) == s) {
+      out = x;
+      return true;
+    }
+  return false;
 }
 
 std::string_view to_string(file_status x) {

@@ -6,11 +6,16 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ms {
 
-/// Pipeline stage of a file_results row. Stored by name ("sync").
-enum class stage : std::uint8_t { sync = 0 };
+/// Pipeline stage of a file_results row. Stored by name ("sync", "processing", "watermark").
+/// A file flows sync -> processing (metadata, thumbnails) -> watermark (preview).
+enum class stage : std::uint8_t { sync = 0, processing = 1, watermark = 2 };
+
+/// Number of stages; stages index arrays 0..stage_count-1.
+inline constexpr std::size_t stage_count = 3;
 
 /// Outcome of one file in one stage. Stored by name ("ok", "skipped", "failed").
 enum class file_status : std::uint8_t { ok = 0, skipped = 1, failed = 2 };
@@ -19,6 +24,8 @@ enum class file_status : std::uint8_t { ok = 0, skipped = 1, failed = 2 };
 enum class job_status : std::uint8_t { running = 0, interrupted = 1, completed = 2, failed = 3 };
 
 std::string_view to_string(stage x);
+/// Parses a stored stage name; returns false on an unknown name.
+bool parse_stage(std::string_view s, stage& out);
 std::string_view to_string(file_status x);
 std::string_view to_string(job_status x);
 /// Parses a stored job status; returns false on an unknown name.
@@ -41,7 +48,15 @@ struct file_outcome {
   std::int64_t duration_us = 0;
   /// True when the outcome should (re)write the file's media_items row:
   /// set for ok ingests and for unchanged skips (which refresh last_job_id).
+  /// For ok processing / watermark outcomes: write the image columns below.
   bool touches_media = false;
+  // Stage processing (ok): image metadata and thumbnails; stage watermark (ok): preview.
+  std::int32_t width = 0;
+  std::int32_t height = 0;
+  std::int32_t orientation = 0;          ///< EXIF orientation 1..8, 0 if unknown
+  std::string taken_at;                  ///< ISO 8601, empty if unknown
+  std::vector<std::string> thumbnail_paths;  ///< library-relative, largest first
+  std::string preview_path;              ///< library-relative
 };
 
 /// What the database knows about one source path, for skip and resume decisions.
@@ -53,7 +68,11 @@ struct known_file {
   std::string sha256;
   std::string mime;
   std::string library_path;
-  bool has_result = false;     ///< the job already has a committed row for (path, stage)
+  bool has_result = false;     ///< the job already has a committed row for (path, sync)
+  /// Stages the job already has committed rows for: bit (1 << stage).
+  std::uint8_t stages_done = 0;
+  std::vector<std::string> thumbnail_paths;  ///< of the media item, largest first
+  std::string preview_path;                  ///< of the media item
 };
 
 /// A sync_jobs row.
@@ -73,7 +92,7 @@ struct job_row {
   std::string settings;     ///< effective settings as a JSON object
 };
 
-/// Counts of the job's committed result rows, recomputed from file_results.
+/// Counts of the job's committed result rows of one stage, recomputed from file_results.
 struct row_counts {
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;

@@ -48,7 +48,7 @@ CREATE TABLE sync_jobs (
 CREATE TABLE file_results (
   job_id      INTEGER NOT NULL,
   path        TEXT    NOT NULL,
-  stage       TEXT    NOT NULL CHECK (stage IN ('sync')),
+  stage       TEXT    NOT NULL CHECK (stage IN ('sync', 'processing', 'watermark')),
   status      TEXT    NOT NULL CHECK (status IN ('ok', 'skipped', 'failed')),
   size        INTEGER NOT NULL DEFAULT 0,
   sha256      TEXT,
@@ -72,6 +72,23 @@ CREATE TABLE media_items (
   missing      INTEGER NOT NULL DEFAULT 0,
   UNIQUE (source_root, path)
 );
+)sql",
+    // version 2: the image stages (processing, watermark).
+    R"sql(
+ALTER TABLE media_items ADD COLUMN width INTEGER;
+ALTER TABLE media_items ADD COLUMN height INTEGER;
+ALTER TABLE media_items ADD COLUMN taken_at TEXT;
+ALTER TABLE media_items ADD COLUMN orientation INTEGER;
+ALTER TABLE media_items ADD COLUMN thumbnail_paths TEXT;
+ALTER TABLE media_items ADD COLUMN preview_path TEXT;
+CREATE TABLE job_stage_counters (
+  job_id        INTEGER NOT NULL,
+  stage         TEXT    NOT NULL CHECK (stage IN ('sync', 'processing', 'watermark')),
+  ok_files      INTEGER NOT NULL DEFAULT 0,
+  failed_files  INTEGER NOT NULL DEFAULT 0,
+  skipped_files INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (job_id, stage)
+) WITHOUT ROWID;
 )sql",
 };
 static_assert(std::size(migrations) == sqlite_schema_version,
@@ -128,6 +145,22 @@ std::int64_t to_i64(std::uint64_t v) {
 }
 
 std::uint64_t to_u64(std::int64_t v) { return v < 0 ? 0 : static_cast<std::uint64_t>(v); }
+
+/// media_items.thumbnail_paths: a JSON array of library-relative paths. Bytes that are
+/// not UTF-8 (JSON cannot hold them) become U+FFFD: readable, but not exact.
+std::string paths_to_json(const std::vector<std::string>& paths) {
+  return nlohmann::json(paths).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::vector<std::string> paths_from_json(const std::string& text) {
+  std::vector<std::string> out;
+  if (text.empty()) return out;
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_array())
+    for (auto& e : j)
+      if (e.is_string()) out.push_back(e.get<std::string>());
+  return out;
+}
 
 std::string parent_dir(const std::string& path) {
   auto pos = path.find_last_of('/');
@@ -300,7 +333,8 @@ struct sqlite_store::impl {
   db_ptr db; // declared before the statements: destroyed after them
 
   statement begin_read, begin_write, commit_tx, rollback_tx;
-  statement insert_result, upsert_media, add_counters;
+  statement insert_result, upsert_media, add_counters, add_stage_counters;
+  statement set_image, set_preview;
   statement lookup_media, lookup_result;
   statement insert_job, update_status, raise_total, job_exists, select_job, select_jobs;
   statement count_known, mark_missing, count_rows;
@@ -606,7 +640,24 @@ struct sqlite_store::impl {
          "  sha256 = COALESCE(excluded.sha256, sha256),"
          "  mime = CASE WHEN excluded.sha256 IS NULL THEN mime ELSE excluded.mime END,"
          "  last_job_id = excluded.last_job_id,"
-         "  missing = 0");
+         "  missing = 0,"
+         // New content: the derived files describe the old one.
+         "  thumbnail_paths = CASE WHEN excluded.sha256 IS NULL OR excluded.sha256 = sha256"
+         "                    THEN thumbnail_paths END,"
+         "  preview_path = CASE WHEN excluded.sha256 IS NULL OR excluded.sha256 = sha256"
+         "                 THEN preview_path END");
+    prep(add_stage_counters,
+         "INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_files)"
+         " VALUES (?1, ?2, ?3, ?4, ?5)"
+         " ON CONFLICT (job_id, stage) DO UPDATE SET"
+         "  ok_files = ok_files + excluded.ok_files,"
+         "  failed_files = failed_files + excluded.failed_files,"
+         "  skipped_files = skipped_files + excluded.skipped_files");
+    prep(set_image,
+         "UPDATE media_items SET width = ?3, height = ?4, orientation = ?5, taken_at = ?6,"
+         " thumbnail_paths = ?7 WHERE source_root = ?1 AND path = ?2");
+    prep(set_preview,
+         "UPDATE media_items SET preview_path = ?3 WHERE source_root = ?1 AND path = ?2");
     prep(add_counters,
          "UPDATE sync_jobs SET"
          " processed_files = processed_files + ?2,"
@@ -616,10 +667,9 @@ struct sqlite_store::impl {
          " updated_at = ?6"
          " WHERE id = ?1");
     prep(lookup_media,
-         "SELECT size, mtime_ns, sha256, mime, library_path, missing FROM media_items"
-         " WHERE source_root = ?1 AND path = ?2");
-    prep(lookup_result,
-         "SELECT 1 FROM file_results WHERE job_id = ?1 AND path = ?2 AND stage = 'sync'");
+         "SELECT size, mtime_ns, sha256, mime, library_path, missing, thumbnail_paths,"
+         " preview_path FROM media_items WHERE source_root = ?1 AND path = ?2");
+    prep(lookup_result, "SELECT stage FROM file_results WHERE job_id = ?1 AND path = ?2");
     prep(insert_job,
          "INSERT INTO sync_jobs (source_root, dest_root, status, created_at, updated_at, settings)"
          " VALUES (?1, ?2, 'running', ?3, ?3, ?4)");
@@ -781,6 +831,8 @@ void sqlite_store::lookup(std::uint64_t job_id, const std::string& source_root,
       m.col_text(3, k.mime);
       m.col_text(4, k.library_path);
       k.missing = m.col_int(5) != 0;
+      k.thumbnail_paths = paths_from_json(m.col_text(6));
+      m.col_text(7, k.preview_path);
     } else {
       k.has_media = false;
       k.missing = false;
@@ -789,10 +841,17 @@ void sqlite_store::lookup(std::uint64_t job_id, const std::string& source_root,
       k.sha256.clear();
       k.mime.clear();
       k.library_path.clear();
+      k.thumbnail_paths.clear();
+      k.preview_path.clear();
     }
     m.reset();
     r.bind_text(2, paths[i]);
-    k.has_result = d_->next_row(r, what);
+    k.stages_done = 0;
+    stage stg;
+    while (d_->next_row(r, what))
+      if (parse_stage(r.col_text(0), stg))
+        k.stages_done |= static_cast<std::uint8_t>(1u << static_cast<int>(stg));
+    k.has_result = (k.stages_done & 1u) != 0;
     r.reset();
   }
   tx.commit();
@@ -823,6 +882,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
   sqlite3* db = d_->db.get();
   std::int64_t ok = 0, failed = 0, skipped = 0;
   std::uint64_t bytes = 0;
+  std::int64_t per_stage[stage_count][3] = {};  // [stage][status]: newly inserted rows
 
   impl::transaction tx(*d_, /*write=*/true, "commit");
   auto& ins = d_->insert_result;
@@ -849,6 +909,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
       continue;
     }
     ++stats.inserted;
+    ++per_stage[static_cast<int>(o.stg)][static_cast<int>(o.status)];
     // The job counters mirror count_rows(), which counts stage sync.
     if (o.stg == stage::sync) {
       switch (o.status) {
@@ -860,7 +921,25 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
         case file_status::skipped: ++skipped; break;
       }
     }
-    if (o.touches_media) {
+    if (o.touches_media && o.stg == stage::processing) {
+      auto& si = d_->set_image;
+      in_use usi(si);
+      si.bind_text(1, source_root);
+      si.bind_text(2, o.path);
+      si.bind(3, static_cast<std::int64_t>(o.width));
+      si.bind(4, static_cast<std::int64_t>(o.height));
+      si.bind(5, static_cast<std::int64_t>(o.orientation));
+      si.bind_opt_text(6, o.taken_at);
+      si.bind_text(7, paths_to_json(o.thumbnail_paths));
+      d_->run(si, what());
+    } else if (o.touches_media && o.stg == stage::watermark) {
+      auto& sp = d_->set_preview;
+      in_use usp(sp);
+      sp.bind_text(1, source_root);
+      sp.bind_text(2, o.path);
+      sp.bind_opt_text(3, o.preview_path);
+      d_->run(sp, what());
+    } else if (o.touches_media) {
       med.bind_text(2, o.path);
       med.bind_opt_text(3, o.library_path);
       med.bind(4, o.size);
@@ -883,6 +962,18 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
   up.bind_text(6, ts);
   d_->run(up, what());
   if (sqlite3_changes(db) != 1) d_->fail(errc::not_found, what() + ": no such job");
+  for (int sg = 0; sg < static_cast<int>(stage_count); ++sg) {
+    auto& c = per_stage[sg];
+    if (c[0] == 0 && c[1] == 0 && c[2] == 0) continue;
+    auto& sc = d_->add_stage_counters;
+    in_use usc(sc);
+    sc.bind(1, job_id);
+    sc.bind_text(2, to_string(static_cast<stage>(sg)));
+    sc.bind(3, c[static_cast<int>(file_status::ok)]);
+    sc.bind(4, c[static_cast<int>(file_status::failed)]);
+    sc.bind(5, c[static_cast<int>(file_status::skipped)]);
+    d_->run(sc, what());
+  }
   tx.commit();
   return stats;
 }

@@ -8,7 +8,12 @@
 //   file_results(job_id, path, stage, status, size, sha256, error, duration_us, recorded_at)
 //             PRIMARY KEY (job_id, path, stage), WITHOUT ROWID
 //   media_items(id, source_root, path, library_path, size, mtime_ns, sha256, mime,
-//             first_job_id, last_job_id, missing)   UNIQUE (source_root, path)
+//             first_job_id, last_job_id, missing,
+//             width, height, taken_at, orientation, thumbnail_paths, preview_path)  [v2]
+//             UNIQUE (source_root, path); thumbnail_paths is a JSON array (largest first)
+//   job_stage_counters(job_id, stage, ok_files, failed_files, skipped_files)  [v2]
+//             PRIMARY KEY (job_id, stage): per-stage counts, equal to the job's
+//             file_results rows of that stage in every committed state
 // Text conventions:
 //   - paths are TEXT holding the exact bytes given (possibly invalid UTF-8, may
 //     contain newlines or quotes); they round-trip byte-exact;
@@ -42,7 +47,7 @@
 namespace ms::storage {
 
 /// The schema version this binary creates and understands.
-inline constexpr int sqlite_schema_version = 1;
+inline constexpr int sqlite_schema_version = 2;
 
 /// The PRAGMAs every read_write connection runs at open (one SQL string,
 /// several statements). Exposed so benchmarks can configure a raw connection

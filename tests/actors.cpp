@@ -159,9 +159,9 @@ TEST_CASE("coordinator keeps at most `window` tasks not yet durable", "[coordina
     o.status = file_status::ok;
     return o;
   };
-  std::vector<file_worker_actor> workers;
+  worker_pools workers(stage_count);
   for (int i = 0; i < 4; ++i)
-    workers.push_back(spawn_file_worker(*env.sys, fn));
+    workers[0].push_back(spawn_file_worker(*env.sys, fn));
   caf::scoped_actor self{*env.sys};
   job_spec spec;
   spec.job_id = job;
@@ -190,7 +190,7 @@ TEST_CASE("coordinator keeps at most `window` tasks not yet durable", "[coordina
   CHECK(res.status == job_status::completed);
   CHECK(calls == 40);
   CHECK(res.counters.processed_files == 40);
-  for (auto& x : workers)
+  for (auto& x : workers[0])
     self->send_exit(x, caf::exit_reason::user_shutdown);
   self->send_exit(w, caf::exit_reason::user_shutdown);
 }
@@ -204,10 +204,10 @@ TEST_CASE("supervisor replaces a crashed worker; its task becomes a failed row",
   test::write_file(src + "/d0/boom2.bin", "y");
   std::filesystem::create_directories(dst);
   supervisor_settings ss;
-  ss.workers = 2;
+  ss.workers = {2, 0, 0};
   ss.writer = writer_settings{5, 20ms};
   std::atomic<int> ingested{0};
-  ss.make_ingest = [&ingested] {
+  ss.make_work[0] = [&ingested] {
     return [real = make_library_ingest(), &ingested](const file_task& t) {
       if (t.path.find("boom") != std::string::npos)
         throw std::runtime_error("decoder exploded on " + t.path);

@@ -78,10 +78,10 @@ void check_counters(db_reader& db, int job) {
                    "sync_jobs WHERE id = " + j);
   REQUIRE(r.size() == 1);
   auto c = db.rows("SELECT "
-                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='ok'),"
-                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='failed'),"
-                   "(SELECT count(*) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='skipped'),"
-                   "(SELECT coalesce(sum(size),0) FROM file_results WHERE job_id = " + j + " AND stage='sync' AND status='ok')");
+                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='ok'),"
+                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='failed'),"
+                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='skipped'),"
+                   "(SELECT coalesce(sum(size),0) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='ok')");
   CHECK(r[0] == c[0]);
 }
 
@@ -108,9 +108,9 @@ TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]"
   require_same_tree(t / "src", t / "lib", paths);
   db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
-  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1 AND status='ok'") == 301);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok'") == 301);
   CHECK(db.num("SELECT total_files FROM sync_jobs WHERE id=1") == 301);
-  CHECK(db.one("SELECT sha256 FROM file_results WHERE path='empty.dat'")
+  CHECK(db.one("SELECT sha256 FROM file_results WHERE stage='sync' AND path='empty.dat'")
         == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(db.num("SELECT count(*) FROM media_items") == 301);
   CHECK(db.one("SELECT finished_at FROM sync_jobs WHERE id=1") != "<null>");
@@ -122,7 +122,7 @@ TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]"
   REQUIRE(r2.exit_code == 0);
   CHECK(db.num("SELECT skipped_files FROM sync_jobs WHERE id=2") == 301);
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=2") == 0);
-  CHECK(db.one("SELECT DISTINCT error FROM file_results WHERE job_id=2") == "unchanged");
+  CHECK(db.one("SELECT DISTINCT error FROM file_results WHERE stage='sync' AND job_id=2") == "unchanged");
   CHECK(db.num("SELECT count(*) FROM media_items WHERE last_job_id=2 AND first_job_id=1") == 301);
   check_counters(db, 2);
 
@@ -157,10 +157,10 @@ TEST_CASE("a reader polling every 10 ms never sees a lock error or counters that
         auto job = db.rows("SELECT processed_files, failed_files, skipped_files, processed_bytes "
                            "FROM sync_jobs WHERE id = 1");
         auto rows = db.rows(
-          "SELECT (SELECT count(*) FROM file_results WHERE job_id=1 AND status='ok'),"
-          "(SELECT count(*) FROM file_results WHERE job_id=1 AND status='failed'),"
-          "(SELECT count(*) FROM file_results WHERE job_id=1 AND status='skipped'),"
-          "(SELECT coalesce(sum(size),0) FROM file_results WHERE job_id=1 AND status='ok')");
+          "SELECT (SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok'),"
+          "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='failed'),"
+          "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='skipped'),"
+          "(SELECT coalesce(sum(size),0) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok')");
         db.exec("COMMIT");
         ++polls;
         if (job.empty())
@@ -223,7 +223,7 @@ TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right"
   {
     db_reader db(t / "m.db");
     CHECK(status_of(db, 1) == "running");
-    CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") < 5000);
+    CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") < 5000);
     check_counters(db, 1);
   }
   auto r = run_mediasync({"resume", "1", "--db", t / "m.db", "--progress", "none"});
@@ -231,8 +231,8 @@ TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right"
   REQUIRE(r.exit_code == 0);
   db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
-  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") == 5000);
-  CHECK(db.num("SELECT count(DISTINCT path) FROM file_results WHERE job_id=1") == 5000);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") == 5000);
+  CHECK(db.num("SELECT count(DISTINCT path) FROM file_results WHERE stage='sync' AND job_id=1") == 5000);
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=1") == 5000);
   CHECK(db.num("SELECT count(*) FROM sync_jobs") == 1);
   check_counters(db, 1);
@@ -262,7 +262,7 @@ TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes
   {
     db_reader db(t / "m.db");
     CHECK(status_of(db, 1) == "interrupted");
-    CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") < 6000);
+    CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") < 6000);
     check_counters(db, 1);
   }
   CHECK_THAT(read_file(t / "run.err"), Catch::Contains("resume"));
@@ -270,7 +270,7 @@ TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes
   REQUIRE(r.exit_code == 0);
   db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
-  CHECK(db.num("SELECT count(*) FROM file_results WHERE job_id=1") == 6000);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") == 6000);
   check_counters(db, 1);
   require_same_tree(t / "src", t / "lib", paths);
 }
@@ -295,16 +295,16 @@ TEST_CASE("hostile names, special files and symlinks: correct rows, nothing outs
   db_reader db(t / "m.db");
   for (auto& n : names) {
     CHECK(read_file(t / "lib/" + n) == read_file(src + "/" + n));
-    auto rows = db.rows("SELECT path FROM file_results WHERE status='ok'");
+    auto rows = db.rows("SELECT path FROM file_results WHERE stage='sync' AND status='ok'");
     bool found = false;
     for (auto& row : rows)
       found = found || row[0] == n;
     CHECK(found);
   }
   CHECK(db.num("SELECT count(*) FROM sync_jobs") == 1);
-  CHECK(db.one("SELECT error FROM file_results WHERE path='fifo'") == "skipped special file (FIFO)");
+  CHECK(db.one("SELECT error FROM file_results WHERE stage='sync' AND path='fifo'") == "skipped special file (FIFO)");
   for (auto l : {"link-to-outside", "broken-link", "loop"})
-    CHECK(db.one(std::string{"SELECT status FROM file_results WHERE path='"} + l + "'") == "skipped");
+    CHECK(db.one(std::string{"SELECT status FROM file_results WHERE stage='sync' AND path='"} + l + "'") == "skipped");
   CHECK_FALSE(fs::exists(t / "lib/link-to-outside"));
   CHECK(read_file(t / "outside/secret.txt") == "secret");
   check_counters(db, 1);

@@ -283,7 +283,9 @@ TEST_CASE("sqlite_store: opening twice migrates once and records schema_version"
         "recorded_at"}},
       {"media_items",
        {"id", "source_root", "path", "library_path", "size", "mtime_ns", "sha256", "mime",
-        "first_job_id", "last_job_id", "missing"}},
+        "first_job_id", "last_job_id", "missing", "width", "height", "taken_at", "orientation",
+        "thumbnail_paths", "preview_path"}},
+      {"job_stage_counters", {"job_id", "stage", "ok_files", "failed_files", "skipped_files"}},
   };
   for (const auto& [table, columns] : contract) {
     INFO("table " << table);
