@@ -930,7 +930,8 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
       si.bind(4, static_cast<std::int64_t>(o.height));
       si.bind(5, static_cast<std::int64_t>(o.orientation));
       si.bind_opt_text(6, o.taken_at);
-      si.bind_text(7, paths_to_json(o.thumbnail_paths));
+      const std::string thumbs = paths_to_json(o.thumbnail_paths);  // bound, not copied
+      si.bind_text(7, thumbs);
       d_->run(si, what());
     } else if (o.touches_media && o.stg == stage::watermark) {
       auto& sp = d_->set_preview;

@@ -255,3 +255,116 @@ TEST_CASE("supervisor replaces a crashed worker; its task becomes a failed row",
     CHECK(test::read_file(dst + "/" + p) == test::read_file(src + "/" + p));
   self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("each stage runs with its own concurrency; files flow sync -> processing -> watermark",
+          "[supervisor][stages]") {
+  actor_env env;
+  auto src = env.dir / "src";
+  auto dst = env.dir / "dst";
+  test::make_tree(src, 60, 10, 3);
+  std::filesystem::create_directories(dst);
+  // Per stage: calls now running, the most seen at once, and the files seen.
+  struct gauge {
+    std::atomic<int> now{0}, max{0}, calls{0};
+  };
+  auto gauges = std::make_shared<std::array<gauge, stage_count>>();
+  auto timed = [gauges](stage s, auto&& body) {
+    auto& g = (*gauges)[static_cast<std::size_t>(s)];
+    int n = ++g.now;
+    for (int m = g.max; n > m && !g.max.compare_exchange_weak(m, n);) {
+    }
+    std::this_thread::sleep_for(5ms);  // long enough for the pool to fill up
+    auto out = body();
+    --g.now;
+    ++g.calls;
+    return out;
+  };
+  supervisor_settings ss;
+  ss.workers = {2, 3, 1};
+  ss.writer = writer_settings{20, 10ms};
+  ss.make_work[0] = [timed] {
+    return [timed](const file_task& t) {
+      return timed(stage::sync, [&] {
+        file_outcome o;
+        o.path = t.path;
+        o.status = file_status::ok;
+        o.mime = t.path.find("/f1") != std::string::npos ? "text/plain" : "image/jpeg";
+        o.library_path = t.path;
+        o.touches_media = true;
+        return o;
+      });
+    };
+  };
+  ss.make_work[1] = [timed] {
+    return [timed](const file_task& t) {
+      return timed(stage::processing, [&] {
+        file_outcome o;
+        o.path = t.path;
+        o.status = file_status::ok;
+        o.touches_media = true;
+        o.width = 640;
+        o.height = 480;
+        o.thumbnail_paths = {".thumbnails/1024/" + t.path + ".jpg"};
+        return o;
+      });
+    };
+  };
+  ss.make_work[2] = [timed] {
+    return [timed](const file_task& t) {
+      return timed(stage::watermark, [&] {
+        file_outcome o;
+        o.path = t.path;
+        o.status = t.thumbnail == ".thumbnails/1024/" + t.path + ".jpg" ? file_status::ok
+                                                                           : file_status::failed;
+        o.touches_media = true;
+        o.preview_path = ".previews/" + t.path + ".jpg";
+        return o;
+      });
+    };
+  };
+  auto sup = spawn_supervisor(*env.sys, env.open(), ss);
+  caf::scoped_actor self{*env.sys};
+  job_spec spec;
+  spec.source_root = src;
+  spec.dest_root = dst;
+  spec.settings_json = "{}";
+  spec.window = 64;
+  spec.thumbnails = true;
+  spec.watermark = true;
+  job_result res;
+  self->request(sup, caf::infinite, run_atom::value, spec, caf::actor{})
+    .receive([&](job_result& r) { res = r; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  REQUIRE(res.status == job_status::completed);
+  // f1x files are text: the image stages skip them (11 of 60: f1, f10..f19).
+  auto& g = *gauges;
+  CHECK(g[0].calls == 60);
+  CHECK(g[1].calls == 49);
+  CHECK(g[2].calls == 49);
+  // Each pool is used up to its size and never beyond.
+  CHECK(g[0].max == 2);
+  CHECK(g[1].max == 3);
+  CHECK(g[2].max == 1);
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open_v2(env.db_path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  auto count = [&](const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(raw, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    auto n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+  };
+  CHECK(count("SELECT count(*) FROM file_results WHERE stage='processing' AND status='ok'") == 49);
+  CHECK(count("SELECT count(*) FROM file_results WHERE stage='watermark' AND status='ok'") == 49);
+  CHECK(count("SELECT count(*) FROM file_results WHERE stage='processing' AND status='skipped'"
+              " AND error LIKE 'not an image%'") == 11);
+  CHECK(count("SELECT count(*) FROM file_results WHERE stage='watermark' AND status='skipped'") == 11);
+  // Per-stage counters equal the rows.
+  for (auto s : {"sync", "processing", "watermark"})
+    CHECK(count(std::string{"SELECT (SELECT ok_files + failed_files + skipped_files FROM "
+                            "job_stage_counters WHERE stage='"} + s + "') - (SELECT count(*) "
+                "FROM file_results WHERE stage='" + s + "')") == 0);
+  CHECK(count("SELECT count(*) FROM media_items WHERE width = 640 AND preview_path IS NOT NULL") == 49);
+  sqlite3_close(raw);
+  self->send_exit(sup, caf::exit_reason::user_shutdown);
+}
