@@ -114,7 +114,9 @@ std::string preview_rel_path(const std::string& rel_path, const imaging_settings
 /// (EXIF orientation applied, metadata stripped, alpha flattened on white for
 /// JPEG) at thumbnail_rel_path(size, ...). `library_root_fd` is borrowed (any
 /// directory fd, O_PATH is fine). Pixels are decoded once, with shrink-on-load,
-/// for the largest size; smaller sizes are derived from it in memory.
+/// for the largest size; smaller sizes are derived from it in memory. An embedded
+/// ICC profile is converted to sRGB. Animated and multi-page images give the
+/// thumbnails of their first frame/page.
 /// Throws imaging_error (see kind) on any file-level problem; std::invalid_argument
 /// for bad settings. Thumbnails written before a failure stay (they are complete).
 thumbnail_result make_thumbnails(int library_root_fd, const std::string& rel_path,

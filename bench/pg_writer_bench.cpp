@@ -14,11 +14,12 @@
 // order, half of them ok + touches_media, a quarter skipped, a quarter failed)
 // into tables the store's migration created (all indexes in place), emptied
 // (TRUNCATE) before every run, one transaction per batch:
-//   store  store::commit(): file_results INSERT ... ON CONFLICT DO NOTHING
-//          RETURNING, media_items upsert for the new rows that touch media,
-//          the sync_jobs counter UPDATE: one statement per batch;
+//   store  store::commit() (see storage/postgres_store.hpp): COPY into
+//          file_results, media_items upsert (ON CONFLICT DO UPDATE) for the rows
+//          that touch media and the sync_jobs counter UPDATE in one statement;
 //   copy   the hand-written minimum: BEGIN, COPY file_results, COPY
-//          media_items (the rows that touch media), COMMIT.
+//          media_items (plain rows, no upsert) for the rows that touch media,
+//          COMMIT; no counters.
 // The timed part is the commit loop only (not connecting or creating tables).
 // The store run is also followed by a lookup() of every path (reported apart).
 // Wall-clock rates include the server's work; the client and the server share
@@ -417,7 +418,8 @@ int main(int argc, char** argv) {
     std::printf("median: store.commit %.0f outcomes/s, libpq COPY loop %.0f outcomes/s, ratio "
                 "store/copy %.2f\n",
                 ms_, mc, ms_ / mc);
-    std::printf("median client cpu: store.commit %.2f us/outcome, libpq COPY loop %.2f us/outcome\n",
+    std::printf("median client cpu: store.commit %.2f us/outcome, libpq COPY loop %.2f "
+                "us/outcome\n",
                 median(store_cpu), median(copy_cpu));
     std::printf("median: store.lookup %.0f paths/s (batches of %zu)\n", median(lookup_rates),
                 o.batch);

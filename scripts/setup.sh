@@ -10,6 +10,7 @@ PACKAGES=(
   build-essential cmake pkg-config ccache
   libcaf-dev libsqlite3-dev sqlite3 libssl-dev libspdlog-dev catch2 nlohmann-json3-dev
   libpqxx-dev postgresql-15
+  libvips-dev libvips-tools gnome-backgrounds
   rsync time procps
 )
 

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <pqxx/tablewriter>
 
 namespace ms::storage {
 namespace {
@@ -49,7 +50,7 @@ CREATE TABLE file_results (
   job_id      bigint      NOT NULL,
   path        text        COLLATE "C" NOT NULL,
   path_raw    bytea,
-  stage       text        NOT NULL CHECK (stage IN ('sync')),
+  stage       text        NOT NULL CHECK (stage IN ('sync', 'processing', 'watermark')),
   status      text        NOT NULL CHECK (status IN ('ok', 'skipped', 'failed')),
   size        bigint      NOT NULL DEFAULT 0,
   sha256      text,
@@ -79,10 +80,15 @@ CREATE TABLE media_items (
     UNIQUE NULLS NOT DISTINCT (source_root, path, source_root_raw, path_raw)
 );
 
+COMMENT ON COLUMN sync_jobs.source_root_raw IS 'see file_results.path_raw';
+COMMENT ON COLUMN sync_jobs.dest_root_raw IS 'see file_results.path_raw';
 COMMENT ON COLUMN file_results.path_raw IS
-  'exact bytes of the name when it is not valid UTF-8 (path then shows each invalid byte as \xHH); NULL when path is exact';
-COMMENT ON COLUMN media_items.path_raw IS
-  'exact bytes of the name when it is not valid UTF-8 (path then shows each invalid byte as \xHH); NULL when path is exact';
+  'the exact bytes of path when they are not valid UTF-8 (path then shows each invalid byte'
+  ' as \xHH); NULL when path is exact. The same for every *_raw column';
+COMMENT ON COLUMN file_results.error_raw IS 'see file_results.path_raw';
+COMMENT ON COLUMN media_items.source_root_raw IS 'see file_results.path_raw';
+COMMENT ON COLUMN media_items.path_raw IS 'see file_results.path_raw';
+COMMENT ON COLUMN media_items.library_path_raw IS 'see file_results.path_raw';
 )sql",
 };
 static_assert(std::size(migrations) == postgres_schema_version,
@@ -133,9 +139,13 @@ const prepared statements[] = {
     {"ms_lookup",
      "SELECT m.id IS NOT NULL, m.size, m.mtime_ns, m.sha256, m.mime, m.library_path,"
      "       m.library_path_raw, m.missing,"
-     "       EXISTS (SELECT 1 FROM file_results f"
-     "               WHERE f.job_id = $1 AND f.path = q.path AND f.stage = 'sync'"
-     "                 AND f.path_raw IS NOT DISTINCT FROM q.raw)"
+     // The stages the job has rows for, as bits 1 << stage (sync 0, processing 1,
+     // watermark 2: the values of enum ms::stage).
+     "       (SELECT COALESCE(bit_or(CASE f.stage WHEN 'sync' THEN 1 WHEN 'processing' THEN 2"
+     "                                            WHEN 'watermark' THEN 4 ELSE 0 END), 0)"
+     "        FROM file_results f"
+     "        WHERE f.job_id = $1 AND f.path = q.path"
+     "          AND f.path_raw IS NOT DISTINCT FROM q.raw)"
      " FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS q(path, raw, n)"
      " LEFT JOIN media_items m"
      "   ON " MS_NAME_EQ("m.source_root", "$2", "$3") " AND m.path = q.path"
@@ -169,76 +179,107 @@ const prepared statements[] = {
      " WHERE job_id = $1 AND stage = 'sync' GROUP BY status"},
 };
 
-/// The batch commit: one statement (run in one transaction).
-/// $1 job, $2/$3 source root, $4.. one array per column (see commit()).
-/// `redo` false: a plain INSERT into file_results, which fails with a unique
-/// violation when a row exists (then the batch is run again with `redo`);
-/// true: INSERT ... ON CONFLICT DO NOTHING. Measured: the plain INSERT is about
-/// 20% cheaper on the server, and batches are redone only after a failure.
-/// Nothing is written when the job does not exist (no row comes back).
-std::string commit_sql(bool redo) {
-  std::string sql =
-      "WITH b AS ("
-      "  SELECT * FROM unnest($4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[],"
-      "                       $9::text[], $10::text[], $11::bytea[], $12::bigint[],"
-      "                       $13::boolean[], $14::bigint[], $15::text[], $16::text[],"
-      "                       $17::bytea[])"
-      "    WITH ORDINALITY AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
-      "                         duration_us, touches, mtime_ns, mime, library_path,"
-      "                         library_path_raw, n)"
-      "  WHERE EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)"
-      "), ins AS ("
-      "  INSERT INTO file_results AS f (job_id, path, path_raw, stage, status, size, sha256,"
-      "                                 error, error_raw, duration_us, recorded_at)"
-      "  SELECT $1, path, path_raw, stage, status, size, sha256, error, error_raw, duration_us,"
-      "         now() FROM b";
-  if (redo) sql += "  ON CONFLICT ON CONSTRAINT file_results_key DO NOTHING";
-  sql +=
-      "  RETURNING f.path, f.path_raw, f.stage, f.status, f.size"
-      "), med AS ("
-      // Content-derived fields (sha256, mime, library_path) are replaced together
-      // when the outcome carries a hash and kept when it does not (a skip that did
-      // not re-read the file). Rows go in key order: concurrent jobs upserting the
-      // same items lock them in the same order. One row per item (the last one).
-      "  INSERT INTO media_items AS m (source_root, source_root_raw, path, path_raw, library_path,"
-      "                                library_path_raw, size, mtime_ns, sha256, mime,"
-      "                                first_job_id, last_job_id, missing)"
-      "  SELECT DISTINCT ON (b.path, b.path_raw) $2, NULLIF($3::bytea, ''::bytea), b.path,"
-      "         b.path_raw, b.library_path, b.library_path_raw, b.size, b.mtime_ns, b.sha256,"
-      "         b.mime, $1, $1, false"
-      "  FROM b JOIN ins ON ins.path = b.path AND ins.stage = b.stage"
-      "                 AND ins.path_raw IS NOT DISTINCT FROM b.path_raw"
-      "  WHERE b.touches"
-      "  ORDER BY b.path, b.path_raw, b.n DESC"
-      "  ON CONFLICT ON CONSTRAINT media_items_key DO UPDATE SET"
-      "    library_path = CASE WHEN excluded.sha256 IS NULL THEN m.library_path"
-      "                        ELSE excluded.library_path END,"
-      "    library_path_raw = CASE WHEN excluded.sha256 IS NULL THEN m.library_path_raw"
-      "                            ELSE excluded.library_path_raw END,"
-      "    size = excluded.size,"
-      "    mtime_ns = excluded.mtime_ns,"
-      "    sha256 = COALESCE(excluded.sha256, m.sha256),"
-      "    mime = CASE WHEN excluded.sha256 IS NULL THEN m.mime ELSE excluded.mime END,"
-      "    last_job_id = excluded.last_job_id,"
-      "    missing = false"
-      "), cnt AS ("
-      // The job counters mirror count_rows(), which counts stage sync.
-      "  SELECT count(*) AS n,"
-      "         count(*) FILTER (WHERE stage = 'sync' AND status = 'ok') AS ok,"
-      "         count(*) FILTER (WHERE stage = 'sync' AND status = 'failed') AS failed,"
-      "         count(*) FILTER (WHERE stage = 'sync' AND status = 'skipped') AS skipped,"
-      "         COALESCE(sum(size) FILTER (WHERE stage = 'sync' AND status = 'ok'), 0) AS bytes"
-      "  FROM ins"
-      ")"
-      " UPDATE sync_jobs AS j SET"
-      "   processed_files = j.processed_files + cnt.ok,"
-      "   failed_files = j.failed_files + cnt.failed,"
-      "   skipped_files = j.skipped_files + cnt.skipped,"
-      "   processed_bytes = j.processed_bytes + cnt.bytes,"
-      "   updated_at = now()"
-      " FROM cnt WHERE j.id = $1"
-      " RETURNING cnt.n";
-  return sql;
+// The batch commit. First try (commit()): one transaction with COPY of the
+// rows into file_results, then ms_commit_media for the media_items upserts and
+// the counters. When a row exists already (a redone batch), the COPY fails with
+// a unique violation, and the batch runs again as ms_commit_redo.
+
+/// media_items upsert: content-derived fields (sha256, mime, library_path) are
+/// replaced together when the outcome carries a hash and kept when it does not
+/// (a skip that did not re-read the file); size, mtime_ns and last_job_id are
+/// always written, missing reset. Rows go in key order, so concurrent jobs
+/// upserting the same items lock them in the same order; one row per item (the
+/// last one of the batch). `src` names the row source, with columns path,
+/// path_raw, library_path, library_path_raw, size, mtime_ns, sha256, mime, n.
+std::string media_upsert_sql(const std::string& src, const std::string& where) {
+  return "  INSERT INTO media_items AS m (source_root, source_root_raw, path, path_raw,"
+         "                                library_path, library_path_raw, size, mtime_ns,"
+         "                                sha256, mime, first_job_id, last_job_id, missing)"
+         "  SELECT DISTINCT ON (b.path, b.path_raw) $2, NULLIF($3::bytea, ''::bytea), b.path,"
+         "         b.path_raw, b.library_path, b.library_path_raw, b.size, b.mtime_ns, b.sha256,"
+         "         b.mime, $1, $1, false"
+         "  FROM " + src + " WHERE " + where +
+         "  ORDER BY b.path, b.path_raw, b.n DESC"
+         "  ON CONFLICT ON CONSTRAINT media_items_key DO UPDATE SET"
+         "    library_path = CASE WHEN excluded.sha256 IS NULL THEN m.library_path"
+         "                        ELSE excluded.library_path END,"
+         "    library_path_raw = CASE WHEN excluded.sha256 IS NULL THEN m.library_path_raw"
+         "                            ELSE excluded.library_path_raw END,"
+         "    size = excluded.size,"
+         "    mtime_ns = excluded.mtime_ns,"
+         "    sha256 = COALESCE(excluded.sha256, m.sha256),"
+         "    mime = CASE WHEN excluded.sha256 IS NULL THEN m.mime ELSE excluded.mime END,"
+         "    last_job_id = excluded.last_job_id,"
+         "    missing = false";
+}
+
+/// After the COPY: the media_items rows of the batch and the counters (every
+/// row of the batch was new). $1 job, $2/$3 source root, $4..$11 one array per
+/// media column (rows with touches_media only), $12..$15 the counter increments.
+/// No row comes back (and the caller rolls back) when the job does not exist.
+std::string commit_media_sql() {
+  return "WITH med AS (" +
+         media_upsert_sql(
+             "unnest($4::text[], $5::bytea[], $6::text[], $7::bytea[], $8::bigint[],"
+             "       $9::bigint[], $10::text[], $11::text[])"
+             "  WITH ORDINALITY AS b(path, path_raw, library_path, library_path_raw, size,"
+             "                       mtime_ns, sha256, mime, n)",
+             "EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)") +
+         ")"
+         " UPDATE sync_jobs SET"
+         "   processed_files = processed_files + $12::bigint,"
+         "   failed_files = failed_files + $13::bigint,"
+         "   skipped_files = skipped_files + $14::bigint,"
+         "   processed_bytes = processed_bytes + $15::bigint,"
+         "   updated_at = now()"
+         " WHERE id = $1"
+         " RETURNING id";
+}
+
+/// A redone batch, one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING
+/// the new rows, media_items and the counters from those only. $1 job, $2/$3
+/// source root, $4..$17 one array per column (see commit()). No row comes back
+/// (nothing written) when the job does not exist.
+std::string commit_redo_sql() {
+  const std::string src =
+      "b JOIN ins ON ins.path = b.path AND ins.stage = b.stage"
+      "           AND ins.path_raw IS NOT DISTINCT FROM b.path_raw";
+  return "WITH b AS ("
+         "  SELECT * FROM unnest($4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[],"
+         "                       $9::text[], $10::text[], $11::bytea[], $12::bigint[],"
+         "                       $13::boolean[], $14::bigint[], $15::text[], $16::text[],"
+         "                       $17::bytea[])"
+         "    WITH ORDINALITY AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
+         "                         duration_us, touches, mtime_ns, mime, library_path,"
+         "                         library_path_raw, n)"
+         "  WHERE EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)"
+         "), ins AS ("
+         "  INSERT INTO file_results AS f (job_id, path, path_raw, stage, status, size, sha256,"
+         "                                 error, error_raw, duration_us, recorded_at)"
+         "  SELECT $1, path, path_raw, stage, status, size, sha256, error, error_raw, duration_us,"
+         "         now() FROM b"
+         "  ON CONFLICT ON CONSTRAINT file_results_key DO NOTHING"
+         "  RETURNING f.path, f.path_raw, f.stage"
+         "), med AS (" +
+         media_upsert_sql(src, "b.touches") +
+         "), cnt AS ("
+         // The job counters mirror count_rows(), which counts stage sync.
+         "  SELECT count(*) AS n,"
+         "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'ok') AS ok,"
+         "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'failed') AS failed,"
+         "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'skipped') AS skipped,"
+         "         COALESCE(sum(b.size) FILTER (WHERE b.stage = 'sync' AND b.status = 'ok'), 0)"
+         "           AS bytes"
+         "  FROM " + src +
+         ")"
+         " UPDATE sync_jobs AS j SET"
+         "   processed_files = j.processed_files + cnt.ok,"
+         "   failed_files = j.failed_files + cnt.failed,"
+         "   skipped_files = j.skipped_files + cnt.skipped,"
+         "   processed_bytes = j.processed_bytes + cnt.bytes,"
+         "   updated_at = now()"
+         " FROM cnt WHERE j.id = $1"
+         " RETURNING cnt.n";
 }
 
 // ---------------------------------------------------------------------------
@@ -479,6 +520,65 @@ void add_plain(array_literal& a, std::string_view v, std::string& scratch) {
   }
 }
 
+/// Appends `v` to a line of COPY text format, escaped.
+void copy_escaped(std::string& out, std::string_view v) {
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    char c = v[i];
+    char e = c == '\\' ? '\\' : c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : 0;
+    if (e) {
+      out.append(v.data() + start, i - start);
+      out += '\\';
+      out += e;
+      start = i + 1;
+    }
+  }
+  out.append(v.data() + start, v.size() - start);
+}
+
+/// Appends a name as two COPY fields, "text\tbytea" (see add_name).
+void copy_name(std::string& out, std::string_view v, bool optional, std::string& scratch) {
+  if (optional && v.empty()) {
+    out += "\\N\t\\N";
+  } else if (is_exact_text(v)) {
+    copy_escaped(out, v);
+    out += "\t\\N";
+  } else {
+    scratch.clear();
+    append_display_form(v, scratch);
+    copy_escaped(out, scratch);
+    out += "\t\\\\x"; // the bytea's text form \x..., its backslash escaped
+    for (unsigned char c : v) {
+      out += hex_digits[c >> 4];
+      out += hex_digits[c & 0xF];
+    }
+  }
+}
+
+/// Appends plain text (sha256, mime) as a COPY field: display form, \N when empty.
+void copy_plain(std::string& out, std::string_view v, std::string& scratch) {
+  if (v.empty()) {
+    out += "\\N";
+  } else if (is_exact_text(v)) {
+    copy_escaped(out, v);
+  } else {
+    scratch.clear();
+    append_display_form(v, scratch);
+    copy_escaped(out, scratch);
+  }
+}
+
+void copy_number(std::string& out, std::int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+/// True when the outcome upserts its media_items row: touches_media on a sync
+/// outcome. (On processing / watermark outcomes touches_media asks for the
+/// image columns, which this schema does not have yet: see postgres_store.hpp.)
+bool touches_media_row(const file_outcome& o) { return o.touches_media && o.stg == stage::sync; }
+
 /// Field text, exact bytes; NULL reads as empty.
 void field_text(const pqxx::field& f, std::string& out) {
   if (f.is_null())
@@ -595,8 +695,8 @@ std::string libpq_conninfo(const std::string& url) {
   std::string out = url;
   if (starts_with_nocase(out, "postgres://") || starts_with_nocase(out, "postgresql://")) {
     auto end = out.find("://");
-    std::transform(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(end), out.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    for (std::size_t i = 0; i < end; ++i)
+      out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
   }
   return out;
 }
@@ -621,6 +721,7 @@ struct postgres_store::impl {
   array_literal a_path, a_path_raw, a_stage, a_status, a_size, a_sha, a_error, a_error_raw,
       a_duration, a_touches, a_mtime, a_mime, a_lib, a_lib_raw;
   std::string scratch;
+  std::string copy_buf;
 
   impl(std::string u, open_mode m)
       : url(std::move(u)), conninfo(libpq_conninfo(url)), shown(redact_url(url)), mode(m) {}
@@ -723,8 +824,8 @@ struct postgres_store::impl {
       n.exec(session_setup);
       if (mode == open_mode::read_only) n.exec("SET default_transaction_read_only = on");
     }
-    ns->conn->prepare("ms_commit", commit_sql(false));
-    ns->conn->prepare("ms_commit_redo", commit_sql(true));
+    ns->conn->prepare("ms_commit_media", commit_media_sql());
+    ns->conn->prepare("ms_commit_redo", commit_redo_sql());
     for (const prepared& p : statements) {
       if (p.sql) {
         ns->conn->prepare(p.name, p.sql);
@@ -883,6 +984,17 @@ struct postgres_store::impl {
   /// Applies migration `v` in one transaction, unless another process did.
   void migrate_to(int v) {
     const std::string what = "migration to schema version " + std::to_string(v) + " failed";
+    try {
+      migrate_once(v, what);
+    } catch (const error& e) {
+      std::string msg = e.what();
+      if (e.code() != errc::io || msg.find("permission denied") == std::string::npos) throw;
+      throw error(e.code(), msg + " (creating the tables needs the CREATE privilege on the"
+                                  " schema: run `mediasync migrate` once as the database owner)");
+    }
+  }
+
+  void migrate_once(int v, const std::string& what) {
     run(what, [&](pqxx::connection& c) {
       pqxx::work w(c);
       w.exec("SELECT pg_advisory_xact_lock(" + std::to_string(migration_lock_key) + ")");
@@ -1040,7 +1152,11 @@ void postgres_store::lookup(std::uint64_t job_id, const std::string& source_root
       field_text(row[4], k.mime);
       impl::read_name(row[5], row[6], k.library_path);
       k.missing = field_bool(row[7]);
-      k.has_result = field_bool(row[8]);
+      k.stages_done = static_cast<std::uint8_t>(field_i64(row[8]));
+      k.has_result = (k.stages_done & (1u << static_cast<unsigned>(stage::sync))) != 0;
+      // Image columns are not in this schema yet (see postgres_store.hpp).
+      k.thumbnail_paths.clear();
+      k.preview_path.clear();
     }
   });
 }
@@ -1072,74 +1188,156 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   std::vector<const file_outcome*> rows;
   rows.reserve(outcomes.size());
   {
-    std::unordered_set<std::string_view> seen[4];
+    std::unordered_set<std::string_view> seen[stage_count];
     for (const file_outcome& o : outcomes) {
-      auto& set = seen[static_cast<std::size_t>(o.stg) % std::size(seen)];
+      auto& set = seen[static_cast<std::size_t>(o.stg) % stage_count];
       if (set.insert(o.path).second) rows.push_back(&o);
     }
   }
 
   impl& d = *d_;
-  for (array_literal* a : {&d.a_path, &d.a_path_raw, &d.a_stage, &d.a_status, &d.a_size, &d.a_sha,
-                           &d.a_error, &d.a_error_raw, &d.a_duration, &d.a_touches, &d.a_mtime,
-                           &d.a_mime, &d.a_lib, &d.a_lib_raw})
+  const name_param root = to_name_param(source_root);
+
+  // First try: COPY every row into file_results, then the media rows and the
+  // counters (all rows are new, or the COPY fails).
+  std::string& copy = d.copy_buf;
+  copy.clear();
+  for (array_literal* a :
+       {&d.a_path, &d.a_path_raw, &d.a_lib, &d.a_lib_raw, &d.a_size, &d.a_mtime, &d.a_sha, &d.a_mime})
     a->clear();
+  std::int64_t ok = 0, failed = 0, skipped = 0, bytes = 0;
+  const std::string job_s = std::to_string(job_id);
   for (const file_outcome* o : rows) {
-    add_name(d.a_path, d.a_path_raw, o->path, false, d.scratch);
-    d.a_stage.text(to_string(o->stg));
-    d.a_status.text(to_string(o->status));
-    d.a_size.number(to_i64(o->size));
-    add_plain(d.a_sha, o->sha256, d.scratch);
-    add_name(d.a_error, d.a_error_raw, o->error, true, d.scratch);
-    d.a_duration.number(o->duration_us);
-    d.a_touches.boolean(o->touches_media);
-    if (o->touches_media) {
-      d.a_mtime.number(o->mtime_ns);
-      add_plain(d.a_mime, o->mime, d.scratch);
+    if (!copy.empty()) copy += '\n';
+    copy += job_s;
+    copy += '\t';
+    copy_name(copy, o->path, false, d.scratch);
+    copy += '\t';
+    copy += to_string(o->stg);
+    copy += '\t';
+    copy += to_string(o->status);
+    copy += '\t';
+    copy_number(copy, to_i64(o->size));
+    copy += '\t';
+    copy_plain(copy, o->sha256, d.scratch);
+    copy += '\t';
+    copy_name(copy, o->error, true, d.scratch);
+    copy += '\t';
+    copy_number(copy, o->duration_us);
+    if (o->stg == stage::sync) { // the counters mirror count_rows(), which counts stage sync
+      switch (o->status) {
+        case file_status::ok:
+          ++ok;
+          bytes += to_i64(o->size);
+          break;
+        case file_status::failed: ++failed; break;
+        case file_status::skipped: ++skipped; break;
+      }
+    }
+    if (touches_media_row(*o)) {
+      add_name(d.a_path, d.a_path_raw, o->path, false, d.scratch);
       add_name(d.a_lib, d.a_lib_raw, o->library_path, true, d.scratch);
-    } else {
-      d.a_mtime.null();
-      d.a_mime.null();
-      d.a_lib.null();
-      d.a_lib_raw.null();
+      d.a_size.number(to_i64(o->size));
+      d.a_mtime.number(o->mtime_ns);
+      add_plain(d.a_sha, o->sha256, d.scratch);
+      add_plain(d.a_mime, o->mime, d.scratch);
     }
   }
-  name_param root = to_name_param(source_root);
-  const std::string* args[] = {
-      &d.a_path.finish(),    &d.a_path_raw.finish(), &d.a_stage.finish(),   &d.a_status.finish(),
-      &d.a_size.finish(),    &d.a_sha.finish(),      &d.a_error.finish(),   &d.a_error_raw.finish(),
-      &d.a_duration.finish(), &d.a_touches.finish(), &d.a_mtime.finish(),   &d.a_mime.finish(),
-      &d.a_lib.finish(),     &d.a_lib_raw.finish()};
+  static const std::vector<std::string> copy_columns = {
+      "job_id", "path", "path_raw", "stage", "status", "size", "sha256", "error", "error_raw",
+      "duration_us"};
 
-  std::uint64_t inserted = d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
-    // One statement in an explicit transaction: when the connection breaks
-    // before COMMIT, the server rolls it back for sure (in autocommit mode it
-    // could commit a statement whose result never arrived); only a break
-    // during COMMIT itself leaves the outcome unknown (in_doubt_error).
-    bool redo = false;
+  // Connection loss: every try is one transaction, rolled back by the server
+  // unless the connection broke during COMMIT (in_doubt_error). Deadlocks and
+  // serialization failures (media_items rows shared with a concurrent job) are
+  // retried.
+  auto retrying = [&](auto&& once) {
     for (int attempt = 1;; ++attempt) {
       try {
-        pqxx::work w(c);
-        auto r = w.exec_prepared(redo ? "ms_commit_redo" : "ms_commit", to_i64(job_id), root.text,
-                                 root.raw, *args[0], *args[1], *args[2], *args[3], *args[4],
-                                 *args[5], *args[6], *args[7], *args[8], *args[9], *args[10],
-                                 *args[11], *args[12], *args[13]);
-        if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // nothing written
-        std::uint64_t n = to_u64(field_i64(r[0][0]));
-        w.commit();
-        return n;
-      } catch (const pqxx::unique_violation&) {
-        if (redo) throw; // not file_results_key: a real error
-        redo = true;     // some rows exist already: a redone batch
+        return once();
       } catch (const pqxx::deadlock_detected&) {
         if (attempt >= 3) throw;
       } catch (const pqxx::serialization_failure&) {
         if (attempt >= 3) throw;
       }
     }
-  });
-  stats.inserted = inserted;
-  stats.duplicates = outcomes.size() - inserted;
+  };
+
+  std::optional<std::uint64_t> inserted =
+      d.run(what(), [&](pqxx::connection& c) -> std::optional<std::uint64_t> {
+        return retrying([&]() -> std::optional<std::uint64_t> {
+          pqxx::work w(c);
+          try {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+            // tablewriter: the one libpqxx 6.4 class that sends COPY data as
+            // given (stream_to converts and escapes each field itself).
+            pqxx::tablewriter tw(w, "file_results", copy_columns.begin(), copy_columns.end());
+#pragma GCC diagnostic pop
+            tw.write_raw_line(copy); // all rows at once; a '\n' is appended
+            tw.complete();
+          } catch (const pqxx::sql_error& e) {
+            if (e.sqlstate() == "23505") return std::nullopt; // a row exists: redo
+            throw;
+          }
+          auto r = w.exec_prepared("ms_commit_media", to_i64(job_id), root.text, root.raw,
+                                   d.a_path.finish(), d.a_path_raw.finish(), d.a_lib.finish(),
+                                   d.a_lib_raw.finish(), d.a_size.finish(), d.a_mtime.finish(),
+                                   d.a_sha.finish(), d.a_mime.finish(), ok, failed, skipped,
+                                   bytes);
+          if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // rolls back
+          w.commit();
+          return rows.size();
+        });
+      });
+
+  if (!inserted) {
+    // A redone batch: one statement that inserts only the new rows and counts them.
+    for (array_literal* a : {&d.a_path, &d.a_path_raw, &d.a_stage, &d.a_status, &d.a_size,
+                             &d.a_sha, &d.a_error, &d.a_error_raw, &d.a_duration, &d.a_touches,
+                             &d.a_mtime, &d.a_mime, &d.a_lib, &d.a_lib_raw})
+      a->clear();
+    for (const file_outcome* o : rows) {
+      add_name(d.a_path, d.a_path_raw, o->path, false, d.scratch);
+      d.a_stage.text(to_string(o->stg));
+      d.a_status.text(to_string(o->status));
+      d.a_size.number(to_i64(o->size));
+      add_plain(d.a_sha, o->sha256, d.scratch);
+      add_name(d.a_error, d.a_error_raw, o->error, true, d.scratch);
+      d.a_duration.number(o->duration_us);
+      d.a_touches.boolean(touches_media_row(*o));
+      if (touches_media_row(*o)) {
+        d.a_mtime.number(o->mtime_ns);
+        add_plain(d.a_mime, o->mime, d.scratch);
+        add_name(d.a_lib, d.a_lib_raw, o->library_path, true, d.scratch);
+      } else {
+        d.a_mtime.null();
+        d.a_mime.null();
+        d.a_lib.null();
+        d.a_lib_raw.null();
+      }
+    }
+    const std::string* args[] = {
+        &d.a_path.finish(),     &d.a_path_raw.finish(), &d.a_stage.finish(), &d.a_status.finish(),
+        &d.a_size.finish(),     &d.a_sha.finish(),      &d.a_error.finish(), &d.a_error_raw.finish(),
+        &d.a_duration.finish(), &d.a_touches.finish(),  &d.a_mtime.finish(), &d.a_mime.finish(),
+        &d.a_lib.finish(),      &d.a_lib_raw.finish()};
+    inserted = d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
+      return retrying([&]() -> std::uint64_t {
+        pqxx::work w(c);
+        auto r = w.exec_prepared("ms_commit_redo", to_i64(job_id), root.text, root.raw, *args[0],
+                                 *args[1], *args[2], *args[3], *args[4], *args[5], *args[6],
+                                 *args[7], *args[8], *args[9], *args[10], *args[11], *args[12],
+                                 *args[13]);
+        if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // nothing written
+        std::uint64_t n = to_u64(field_i64(r[0][0]));
+        w.commit();
+        return n;
+      });
+    });
+  }
+  stats.inserted = *inserted;
+  stats.duplicates = outcomes.size() - *inserted;
   return stats;
 }
 
@@ -1148,12 +1346,19 @@ std::uint64_t postgres_store::mark_missing(std::uint64_t job_id, const std::stri
   d_->require_writable(what);
   name_param root = to_name_param(source_root);
   return d_->run(what, [&](pqxx::connection& c) -> std::uint64_t {
-    pqxx::work w(c);
-    if (!d_->exists(w, job_id)) d_->fail(errc::not_found, what + ": no such job");
-    auto n = w.exec_prepared("ms_mark_missing", to_i64(job_id), root.text, root.raw)
-                 .affected_rows();
-    w.commit();
-    return n;
+    for (int attempt = 1;; ++attempt) {
+      try {
+        pqxx::work w(c);
+        if (!d_->exists(w, job_id)) d_->fail(errc::not_found, what + ": no such job");
+        auto n = w.exec_prepared("ms_mark_missing", to_i64(job_id), root.text, root.raw)
+                     .affected_rows();
+        w.commit();
+        return n;
+      } catch (const pqxx::deadlock_detected&) {
+        // Another job committing media rows of the same source at the same time.
+        if (attempt >= 3) throw;
+      }
+    }
   });
 }
 

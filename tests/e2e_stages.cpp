@@ -115,7 +115,7 @@ TEST_CASE("images get metadata, thumbnails and watermarked previews; others are 
   sqlite3_close(db);
 }
 
-TEST_CASE("--no-thumbnails runs the sync stage only", "[e2e][stages]") {
+TEST_CASE("no-thumbnails option runs the sync stage only", "[e2e][stages]") {
   ms::imaging_init(1);
   temp_dir t;
   fs::create_directories(t / "src");

@@ -9,7 +9,8 @@
 #   and starts it on a free port, listening on the unix socket dir DIR/sock and
 #   on 127.0.0.1. Authentication: unix socket `trust`, TCP `scram-sha-256`.
 #   Creates the superuser role `root` (the tests run as root), and writes:
-#     DIR/url   postgresql:///postgres?host=DIR/sock&port=PORT   (socket, trust)
+#     DIR/url   postgresql:///postgres?host=DIR/sock&port=PORT   (socket, trust;
+#               the socket dir is under /tmp instead when DIR is too long for it)
 #     DIR/port  PORT
 #   The server log is DIR/server.log. Idempotent: when the server of DIR is
 #   already running, prints its URL and does nothing else.
@@ -77,15 +78,19 @@ start() {
     # A leftover of a crashed run: stop what may still run there, start afresh.
     log "removing leftover $dir"
     stop_server quiet
-    rm -rf -- "$dir"
+    remove_dir
   fi
 
+  mkdir -p -- "$dir"
   local sockdir=$dir/sock
-  # Unix socket paths are limited to 107 bytes: DIR/sock/.s.PGSQL.NNNNN
-  (( ${#sockdir} + 16 <= 107 )) \
-    || die "DIR is too long for a unix socket path ($sockdir/.s.PGSQL.NNNNN must be at most 107 bytes): use a shorter DIR"
-
-  mkdir -p -- "$dir" "$sockdir"
+  # Unix socket paths are limited to 107 bytes (SOCKDIR/.s.PGSQL.NNNNN): with a
+  # long DIR the socket goes to a directory under /tmp, removed by stop.
+  if (( ${#sockdir} + 16 > 107 )); then
+    sockdir=$(mktemp -d /tmp/mediasync-pg.XXXXXX) || die "cannot create a socket directory in /tmp"
+    printf '%s\n' "$sockdir" >"$dir/sockdir"
+  else
+    mkdir -p -- "$sockdir"
+  fi
   chown postgres: -- "$dir" "$sockdir"
   chmod 0700 -- "$dir"
   # Every parent must be searchable by postgres.
@@ -157,8 +162,18 @@ stop() {
     return 0
   fi
   stop_server
-  rm -rf -- "$dir"
+  remove_dir
   log "removed $dir"
+}
+
+# Removes $dir and the socket directory under /tmp that a long DIR needed.
+remove_dir() {
+  if [[ -f $dir/sockdir ]]; then
+    local s
+    s=$(cat "$dir/sockdir")
+    [[ $s == /tmp/mediasync-pg.* ]] && rm -rf -- "$s"
+  fi
+  rm -rf -- "$dir"
 }
 
 case $cmd in

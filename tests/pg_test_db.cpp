@@ -71,6 +71,14 @@ int pg_port() {
   return std::stoi(port);
 }
 
+std::string pg_socket_dir() {
+  std::string q = server_url_parts().after; // ?host=DIR&port=PORT
+  auto b = q.find("host=");
+  if (b == std::string::npos) throw std::runtime_error("no host in the test server URL");
+  b += 5;
+  return q.substr(b, q.find('&', b) - b);
+}
+
 void pg_admin_exec(const std::string& sql) {
   pqxx::connection c(pg_url("postgres"));
   pqxx::nontransaction n(c);
@@ -104,13 +112,15 @@ std::vector<std::vector<std::string>> pg_database::rows(
   std::vector<std::vector<std::string>> out;
   for (const auto& row : r) {
     std::vector<std::string> v;
-    for (const auto& f : row) v.push_back(f.is_null() ? "<NULL>" : std::string(f.c_str(), f.size()));
+    for (const auto& f : row)
+      v.push_back(f.is_null() ? "<NULL>" : std::string(f.c_str(), f.size()));
     out.push_back(std::move(v));
   }
   return out;
 }
 
-std::string pg_database::text(const std::string& sql, const std::vector<std::string>& params) const {
+std::string pg_database::text(const std::string& sql,
+                              const std::vector<std::string>& params) const {
   auto r = rows(sql, params);
   if (r.empty() || r[0].empty()) throw std::runtime_error("query returned nothing: " + sql);
   return r[0][0];

@@ -1,6 +1,8 @@
 // PostgreSQL test databases on the test server that tests/pg_server.sh starts
-// (a CTest fixture: ctest sets MEDIASYNC_TEST_PG_DIR; by hand:
-//   bash tests/pg_server.sh start /tmp/pgt && MEDIASYNC_TEST_PG_DIR=/tmp/pgt build/tests/ms_tests "[postgres]").
+// (a CTest fixture: ctest sets MEDIASYNC_TEST_PG_DIR). By hand:
+//   bash tests/pg_server.sh start /tmp/pgt
+//   MEDIASYNC_TEST_PG_DIR=/tmp/pgt build/tests/ms_tests "[postgres]"
+//   bash tests/pg_server.sh stop /tmp/pgt
 // ctest runs tests in parallel, so every test works in a database of its own.
 #pragma once
 
@@ -20,6 +22,9 @@ std::string pg_url(const std::string& dbname);
 
 /// The test server's TCP port (127.0.0.1, scram-sha-256 auth).
 int pg_port();
+
+/// The test server's unix socket directory.
+std::string pg_socket_dir();
 
 /// A fresh, empty database (CREATE DATABASE with a unique name), dropped
 /// WITH (FORCE) on destruction, so connections still open do not keep it.

@@ -1,0 +1,504 @@
+#include "store_contract.hpp"
+
+#include <cstdio>
+
+namespace ms::test::contract {
+
+using storage::errc;
+using storage::open_mode;
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+file_outcome outcome(std::uint64_t job, std::string path, file_status st, std::uint64_t size,
+                     bool touches_media) {
+  file_outcome o;
+  o.job_id = job;
+  o.path = std::move(path);
+  o.status = st;
+  o.size = size;
+  o.mtime_ns = 1'700'000'000'000'000'000LL + static_cast<std::int64_t>(size);
+  o.duration_us = 42;
+  if (st == file_status::ok) {
+    o.sha256 = std::string(64, 'a');
+    o.mime = "image/jpeg";
+    o.library_path = "2026/11/28/" + o.path;
+  } else {
+    o.error = st == file_status::failed ? "open: Permission denied" : "special file";
+  }
+  o.touches_media = touches_media;
+  return o;
+}
+
+/// A mixed batch: ok (touching media), failed and skipped, sizes 1000 + i.
+std::vector<file_outcome> mixed_batch(std::uint64_t job, int first, int n) {
+  std::vector<file_outcome> b;
+  for (int i = first; i < first + n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "dir%04d/file%06d.jpg", i / 100, i);
+    file_status st = i % 5 == 3 ? file_status::failed
+                     : i % 5 == 4 ? file_status::skipped
+                                  : file_status::ok;
+    b.push_back(
+        outcome(job, name, st, 1000 + static_cast<std::uint64_t>(i), st == file_status::ok));
+  }
+  return b;
+}
+
+void require_counters_match_rows(storage::store& st, std::uint64_t job) {
+  auto j = st.job(job);
+  REQUIRE(j);
+  auto c = st.count_rows(job);
+  CHECK(j->processed_files == c.ok);
+  CHECK(j->failed_files == c.failed);
+  CHECK(j->skipped_files == c.skipped);
+  CHECK(j->processed_bytes == c.ok_bytes);
+}
+
+/// True for ISO-8601 UTC with milliseconds: "2026-11-28T12:00:00.123Z".
+bool is_iso_ms_utc(const std::string& s) {
+  const std::string shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (s.size() != shape.size()) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    bool ok = shape[i] == 'd' ? s[i] >= '0' && s[i] <= '9' : s[i] == shape[i];
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/// Names that are awkward in SQL, in text encodings or in both.
+const std::vector<std::string>& odd_names() {
+  static const std::vector<std::string> names = {
+      std::string("bad\xff\xfe utf8.jpg"),
+      std::string("lone \xc3 lead byte"),
+      std::string("overlong \xc0\xaf slash"),
+      std::string("surrogate \xed\xa0\x80.jpg"),
+      std::string("nul \0 inside", 12),
+      "line\nbreak.jpg",
+      "cr\rlf\r\n.jpg",
+      "single ' quote.jpg",
+      "double \" quote.jpg",
+      "'; DROP TABLE sync_jobs; --",
+      "back\\slash\ttab.jpg",
+      "braces {a,b} \"NULL\" NULL",
+      "NULL",
+      "\\xff",                      // a valid name equal to the display form of "\xff"
+      std::string("\xff"),          // ... and that one
+      "percent %s %n %d.jpg",
+      "caf\xc3\xa9.jpg",            // precomposed é
+      "cafe\xcc\x81.jpg",           // e + combining acute: different bytes
+      "emoji \xf0\x9f\x98\x80.jpg",
+      "trailing space ",
+      std::string(3000, 'L') + ".jpg",
+  };
+  return names;
+}
+
+// ---------------------------------------------------------------------------
+// Backend-independent behaviours (each takes a factory opening the same database).
+
+void commit_keeps_counters_equal_to_rows(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto batch = mixed_batch(job, 0, 50); // 30 ok, 10 failed, 10 skipped
+  auto stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 50);
+  CHECK(stats.duplicates == 0);
+  std::uint64_t ok_bytes = 0;
+  for (const auto& o : batch)
+    if (o.status == file_status::ok) ok_bytes += o.size;
+  auto c = st->count_rows(job);
+  CHECK(c.ok == 30);
+  CHECK(c.failed == 10);
+  CHECK(c.skipped == 10);
+  CHECK(c.ok_bytes == ok_bytes);
+  auto j = st->job(job);
+  CHECK(j->processed_files == 30);
+  CHECK(j->failed_files == 10);
+  CHECK(j->skipped_files == 10);
+  CHECK(j->processed_bytes == ok_bytes);
+  CHECK(is_iso_ms_utc(j->updated_at));
+  CHECK(st->count_known("/src") == 30);
+  CHECK(st->count_known("/elsewhere") == 0);
+  for (int i = 1; i < 10; ++i) {
+    st->commit(job, "/src", mixed_batch(job, i * 50, 50));
+    require_counters_match_rows(*st, job);
+  }
+  c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 500);
+  CHECK(st->commit(job, "/src", {}).inserted == 0);
+}
+
+void reapplying_a_batch_is_a_noop(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto batch = mixed_batch(job, 0, 40);
+  REQUIRE(st->commit(job, "/src", batch).inserted == 40);
+  auto before = *st->job(job);
+  std::vector<std::string> paths;
+  for (const auto& o : batch) paths.push_back(o.path);
+  std::vector<known_file> known_before, known_after;
+  st->lookup(job, "/src", paths, known_before);
+
+  auto stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == 40);
+  // The same keys with different content change nothing either.
+  for (auto& o : batch) {
+    o.size += 1;
+    o.sha256 = std::string(64, 'b');
+    o.status = file_status::ok;
+    o.touches_media = true;
+  }
+  stats = st->commit(job, "/src", batch);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == 40);
+
+  auto after = *st->job(job);
+  CHECK(after.processed_files == before.processed_files);
+  CHECK(after.failed_files == before.failed_files);
+  CHECK(after.skipped_files == before.skipped_files);
+  CHECK(after.processed_bytes == before.processed_bytes);
+  st->lookup(job, "/src", paths, known_after);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    INFO("path " << paths[i]);
+    CHECK(known_after[i].has_media == known_before[i].has_media);
+    CHECK(known_after[i].size == known_before[i].size);
+    CHECK(known_after[i].sha256 == known_before[i].sha256);
+  }
+  require_counters_match_rows(*st, job);
+
+  // A batch overlapping a committed one counts only the new rows; a path twice
+  // in one batch counts once.
+  auto overlap = mixed_batch(job, 20, 30); // 20 old, 10 new
+  overlap.push_back(overlap.back());
+  stats = st->commit(job, "/src", overlap);
+  CHECK(stats.inserted == 10);
+  CHECK(stats.duplicates == 21);
+  auto c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 50);
+  require_counters_match_rows(*st, job);
+}
+
+void failing_commits_write_nothing(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  {
+    auto ghost = job + 7;
+    auto e = expect_error([&] { st->commit(ghost, "/src", mixed_batch(ghost, 0, 20)); });
+    CHECK(e.code == errc::not_found);
+    CHECK(contains(e.what, st->describe()));
+    CHECK(st->count_rows(ghost).ok == 0);
+  }
+  {
+    auto batch = mixed_batch(job, 0, 20);
+    batch.back().status = static_cast<file_status>(7); // violates the status CHECK
+    auto e = expect_error([&] { st->commit(job, "/src", batch); });
+    CHECK(e.code == errc::io);
+  }
+  {
+    auto batch = mixed_batch(job, 0, 20);
+    batch[5].job_id = job + 1;
+    auto e = expect_error([&] { st->commit(job, "/src", batch); });
+    CHECK(contains(e.what, "belongs to job " + std::to_string(job + 1)));
+  }
+  CHECK(st->count_known("/src") == 0);
+  CHECK(st->job(job)->processed_files == 0);
+  auto c = st->count_rows(job);
+  CHECK(c.ok + c.failed + c.skipped == 0);
+  // Still usable afterwards.
+  CHECK(st->commit(job, "/src", mixed_batch(job, 0, 20)).inserted == 20);
+  require_counters_match_rows(*st, job);
+}
+
+void jobs_are_created_finished_totalled_and_listed(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto a = st->create_job("/src/a", "/lib", R"({"dry_run":false})");
+  auto b = st->create_job("/src/b", "/lib", "");
+  auto c = st->create_job("/src/c", "/lib", "{}");
+  CHECK(a < b);
+  CHECK(b < c);
+  auto ja = st->job(a);
+  REQUIRE(ja);
+  CHECK(ja->source_root == "/src/a");
+  CHECK(ja->dest_root == "/lib");
+  CHECK(ja->status == job_status::running);
+  CHECK(ja->settings == R"({"dry_run":false})");
+  CHECK(is_iso_ms_utc(ja->created_at));
+  CHECK(ja->updated_at == ja->created_at);
+  CHECK(ja->finished_at.empty());
+  CHECK(st->job(b)->settings == "{}");
+  CHECK_FALSE(st->job(c + 100));
+
+  auto list = st->jobs(2);
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].id == c);
+  CHECK(list[1].id == b);
+  CHECK(st->jobs(10).size() == 3);
+
+  st->set_job_status(a, job_status::completed, true);
+  auto j = st->job(a);
+  CHECK(j->status == job_status::completed);
+  CHECK(is_iso_ms_utc(j->finished_at));
+  st->set_job_status(a, job_status::interrupted, false);
+  j = st->job(a);
+  CHECK(j->status == job_status::interrupted);
+  CHECK(j->finished_at.empty());
+  CHECK(expect_error([&] { st->set_job_status(c + 100, job_status::failed, true); }).code ==
+        errc::not_found);
+
+  struct step {
+    std::uint64_t raise_to, expect;
+  };
+  for (auto s : std::vector<step>{{10, 10}, {5, 10}, {10, 10}, {0, 10}, {25, 25}, {24, 25}}) {
+    st->raise_total(a, s.raise_to);
+    CHECK(st->job(a)->total_files == s.expect);
+  }
+  CHECK(st->job(b)->total_files == 0);
+  CHECK(expect_error([&] { st->raise_total(c + 100, 1); }).code == errc::not_found);
+
+  for (std::string bad : {"{", "[1,2]", "42", "not json"}) {
+    INFO("settings " << bad);
+    expect_error([&] { st->create_job("/x", "/y", bad); });
+  }
+  CHECK(st->jobs(10).size() == 3);
+}
+
+void odd_names_round_trip(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  const std::string root = std::string("/src\n'root' \xfe");
+  const std::string dest = std::string("/lib \xff\"");
+  auto job = st->create_job(root, dest, "{}");
+  auto j = st->job(job);
+  REQUIRE(j);
+  CHECK(j->source_root == root);
+  CHECK(j->dest_root == dest);
+
+  const auto& names = odd_names();
+  std::vector<file_outcome> batch;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto o = outcome(job, names[i], file_status::ok, 100 + i, true);
+    o.library_path = "lib/" + names[i];
+    batch.push_back(o);
+  }
+  // A failed one whose error message carries a bad name.
+  auto f = outcome(job, std::string("failed \xff.jpg"), file_status::failed, 0, false);
+  f.error = std::string("cannot open 'failed \xff.jpg': Permission denied");
+  batch.push_back(f);
+  REQUIRE(st->commit(job, root, batch).inserted == names.size() + 1);
+  CHECK(st->commit(job, root, batch).inserted == 0); // redo: exact keys match
+  require_counters_match_rows(*st, job);
+
+  std::vector<known_file> known;
+  st->lookup(job, root, names, known);
+  REQUIRE(known.size() == names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    INFO("name #" << i);
+    CHECK(known[i].has_media);
+    CHECK(known[i].has_result);
+    CHECK(known[i].size == 100 + i);
+    CHECK(known[i].library_path == "lib/" + names[i]);
+  }
+  // Near misses are distinct keys.
+  st->lookup(job, root,
+             {std::string("bad\xff\xfd utf8.jpg"), "line\r\nbreak.jpg", "cafe.jpg",
+              "trailing space", "/src\n'root'", std::string("\xfe"), "\\xfe",
+              std::string("nul ", 4)},
+             known);
+  for (const auto& k : known) {
+    CHECK_FALSE(k.has_media);
+    CHECK_FALSE(k.has_result);
+  }
+  CHECK(st->count_known(root) == names.size());
+  CHECK(st->count_known("/src\n'root' \\xfe") == 0); // the display form of the root is another root
+
+  // mark_missing matches the exact bytes too: a later job that sees every
+  // name but two marks exactly those two.
+  auto j2 = st->create_job(root, dest, "{}");
+  std::vector<file_outcome> seen;
+  for (std::size_t i = 2; i < names.size(); ++i)
+    seen.push_back(outcome(j2, names[i], file_status::skipped, 100 + i, false));
+  st->commit(j2, root, seen);
+  CHECK(st->mark_missing(j2, root) == 2);
+  st->lookup(j2, root, names, known);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    INFO("name #" << i);
+    CHECK(known[i].missing == (i < 2));
+  }
+  CHECK(st->count_known(root) == names.size() - 2);
+}
+
+void media_upsert_keeps_first_job_id(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src", {outcome(j1, "a.jpg", file_status::ok, 10, true)});
+  std::vector<known_file> k;
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  // An unchanged skip without a hash refreshes the row and keeps the content fields.
+  auto o = outcome(j2, "a.jpg", file_status::skipped, 10, true);
+  o.error.clear();
+  st->commit(j2, "/src", {o});
+  st->lookup(j2, "/src", {"a.jpg"}, k);
+  CHECK(k[0].sha256 == std::string(64, 'a'));
+  CHECK(k[0].mime == "image/jpeg");
+  CHECK(k[0].library_path == "2026/11/28/a.jpg");
+  // A changed file: everything but first_job_id is replaced.
+  auto j3 = st->create_job("/src", "/lib", "{}");
+  o = outcome(j3, "a.jpg", file_status::ok, 20, true);
+  o.sha256 = std::string(64, 'c');
+  o.mime = "image/png";
+  o.library_path = "2026/11/29/a.png";
+  st->commit(j3, "/src", {o});
+  st->lookup(j3, "/src", {"a.jpg"}, k);
+  CHECK(k[0].size == 20);
+  CHECK(k[0].mtime_ns == o.mtime_ns);
+  CHECK(k[0].sha256 == std::string(64, 'c'));
+  CHECK(k[0].mime == "image/png");
+  CHECK(k[0].library_path == "2026/11/29/a.png");
+  // An outcome without touches_media leaves the row alone.
+  auto j4 = st->create_job("/src", "/lib", "{}");
+  st->commit(j4, "/src", {outcome(j4, "a.jpg", file_status::failed, 99, false)});
+  st->lookup(j4, "/src", {"a.jpg"}, k);
+  CHECK(k[0].size == 20);
+  CHECK(st->count_known("/src") == 1);
+}
+
+void lookup_reports_media_and_results(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src",
+             {outcome(j1, "a.jpg", file_status::ok, 10, true),
+              outcome(j1, "b.jpg", file_status::failed, 0, false)});
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  std::vector<known_file> out(7);
+  for (auto& k : out) {
+    k.has_media = k.has_result = k.missing = true;
+    k.sha256 = "stale";
+  }
+  const std::vector<std::string> paths = {"a.jpg", "b.jpg", "c.jpg"};
+  st->lookup(j1, "/src", paths, out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].has_media);
+  CHECK(out[0].has_result);
+  CHECK_FALSE(out[0].missing);
+  CHECK(out[0].size == 10);
+  CHECK(out[0].mtime_ns == 1'700'000'000'000'000'010LL);
+  CHECK(out[0].sha256 == std::string(64, 'a'));
+  CHECK(out[0].mime == "image/jpeg");
+  CHECK(out[0].library_path == "2026/11/28/a.jpg");
+  CHECK_FALSE(out[1].has_media);
+  CHECK(out[1].has_result);
+  CHECK(out[1].sha256.empty());
+  CHECK_FALSE(out[2].has_media);
+  CHECK_FALSE(out[2].has_result);
+  CHECK_FALSE(out[2].missing);
+  st->lookup(j2, "/src", paths, out);
+  CHECK(out[0].has_media);
+  CHECK_FALSE(out[0].has_result);
+  st->lookup(j1, "/other", paths, out);
+  CHECK_FALSE(out[0].has_media);
+  CHECK(out[0].has_result); // results are keyed by job, not root
+  st->lookup(j1, "/src", {}, out);
+  CHECK(out.empty());
+}
+
+void mark_missing_marks_only_unseen(const open_fn& open) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  st->commit(j1, "/src",
+             {outcome(j1, "a.jpg", file_status::ok, 1, true),
+              outcome(j1, "b.jpg", file_status::ok, 2, true),
+              outcome(j1, "c.jpg", file_status::ok, 3, true),
+              outcome(j1, "d.jpg", file_status::ok, 4, true)});
+  auto other = st->create_job("/other", "/lib", "{}");
+  st->commit(other, "/other", {outcome(other, "z.jpg", file_status::ok, 9, true)});
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  st->commit(j2, "/src",
+             {outcome(j2, "a.jpg", file_status::ok, 1, true),
+              outcome(j2, "b.jpg", file_status::failed, 0, false)});
+  CHECK(st->mark_missing(j2, "/src") == 2);
+  CHECK(st->mark_missing(j2, "/src") == 0);
+  CHECK(st->count_known("/src") == 2);
+  CHECK(st->count_known("/other") == 1);
+  std::vector<known_file> k;
+  st->lookup(j2, "/src", {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
+  CHECK_FALSE(k[1].missing);
+  CHECK(k[2].missing);
+  CHECK(k[3].missing);
+  auto j3 = st->create_job("/src", "/lib", "{}");
+  st->commit(j3, "/src", {outcome(j3, "c.jpg", file_status::ok, 3, true)});
+  st->lookup(j3, "/src", {"c.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
+  CHECK(st->count_known("/src") == 3);
+  CHECK(expect_error([&] { st->mark_missing(j3 + 50, "/src"); }).code == errc::not_found);
+}
+
+void read_only_reads_and_refuses_writes(const open_fn& open) {
+  std::uint64_t job = 0;
+  {
+    auto st = open(open_mode::read_write);
+    job = st->create_job("/src", "/dst", "{}");
+    st->commit(job, "/src", mixed_batch(job, 0, 10));
+  }
+  auto ro = open(open_mode::read_only);
+  REQUIRE(ro->job(job));
+  CHECK(ro->jobs(10).size() == 1);
+  CHECK(ro->count_rows(job).ok == 6);
+  CHECK(ro->count_known("/src") == 6);
+  std::vector<known_file> k;
+  ro->lookup(job, "/src", {"dir0000/file000000.jpg"}, k);
+  CHECK(k[0].has_media);
+  auto e = expect_error([&] { ro->create_job("/a", "/b", "{}"); });
+  CHECK(contains(e.what, "read-only"));
+  expect_error([&] { ro->commit(job, "/src", mixed_batch(job, 10, 5)); });
+  expect_error([&] { ro->raise_total(job, 99); });
+  expect_error([&] { ro->set_job_status(job, job_status::failed, true); });
+  expect_error([&] { ro->mark_missing(job, "/src"); });
+  CHECK(ro->count_rows(job).ok == 6);
+}
+
+} // namespace ms::test::contract
+
+// The contract on SQLite (the PostgreSQL runs are in tests/postgres_store.cpp).
+
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace {
+
+/// A fresh SQLite database file in a directory of its own, removed afterwards.
+struct sqlite_db {
+  std::string dir;
+  sqlite_db() {
+    char tmpl[] = "/tmp/ms_contract_test.XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    dir = tmpl;
+  }
+  ~sqlite_db() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  ms::test::contract::open_fn opener() const {
+    std::string path = dir + "/ms.db";
+    return [path](ms::storage::open_mode mode) { return ms::storage::open_store(path, mode); };
+  }
+};
+
+} // namespace
+
+TEST_CASE("store contract on SQLite", "[store_contract][sqlite]") {
+  using namespace ms::test::contract;
+  sqlite_db db;
+  SECTION("commit keeps counters") { commit_keeps_counters_equal_to_rows(db.opener()); }
+  SECTION("redo is a no-op") { reapplying_a_batch_is_a_noop(db.opener()); }
+  SECTION("failing commits") { failing_commits_write_nothing(db.opener()); }
+  SECTION("jobs") { jobs_are_created_finished_totalled_and_listed(db.opener()); }
+  SECTION("odd names") { odd_names_round_trip(db.opener()); }
+  SECTION("media upsert") { media_upsert_keeps_first_job_id(db.opener()); }
+  SECTION("lookup") { lookup_reports_media_and_results(db.opener()); }
+  SECTION("mark_missing") { mark_missing_marks_only_unseen(db.opener()); }
+  SECTION("read_only") { read_only_reads_and_refuses_writes(db.opener()); }
+}
