@@ -20,6 +20,12 @@
 #                  default settings (256 and 1024 px, JPEG Q 82, header, EXIF,
 #                  pixel limit, atomic writes, result records)
 #   core-1024      the same with 1024 only (the same output as vipsthumbnail)
+#   engine         the whole mediasync engine, processing stage only: the photos are
+#                  first synced into a library with --no-thumbnails (untimed), then
+#                  `mediasync sync --no-watermark --processing-workers 2` is timed: every
+#                  file is skipped as unchanged by the sync stage and goes through the
+#                  processing stage (256 + 1024 px) with all bookkeeping (rows, media
+#                  items, per-batch durability); its peak RSS is reported too
 # Rounds rotate the order of the commands. Before each command (untimed) its
 # outputs are removed. Prints the medians and their ratios to vipsthumbnail -n1.
 set -euo pipefail
@@ -81,7 +87,8 @@ mp=$(vipsheader -f width "$dir/img-0000.jpg")x$(vipsheader -f height "$dir/img-0
 note "$count photos of $mp, $(du -sh "$dir" | cut -f1); warming the page cache"
 cat "$dir"/*.jpg > /dev/null
 
-declare -A times=() cpus=()
+bin=${MEDIASYNC_BIN:-$ROOT/build/mediasync}
+declare -A times=() cpus=() rss=()
 run_cmd() {  # name -> appends wall seconds to times[name], user+sys seconds to cpus[name]
   local name=$1 per=1 sizes=256,1024
   case $name in
@@ -94,6 +101,17 @@ run_cmd() {  # name -> appends wall seconds to times[name], user+sys seconds to 
         _ "$dir" "$per" "$work/vt" || die "vipsthumbnail failed"
       (( $(find "$work/vt" -name '*.jpg' | wc -l) == count )) || die "vipsthumbnail missed files"
       ;;
+    engine)
+      [[ -x $bin ]] || die "mediasync binary '$bin' not found (build first or set MEDIASYNC_BIN)"
+      rm -rf "$work/lib" "$work/engine.db"*
+      "$bin" sync "$dir" "$work/lib" --db "$work/engine.db" --no-thumbnails --progress none \
+        2> "$work/engine.log" || die "engine pre-sync failed: $(tail -3 "$work/engine.log")"
+      /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$bin" sync "$dir" "$work/lib" \
+        --db "$work/engine.db" --no-watermark --processing-workers 2 --progress none \
+        2> "$work/engine.log" || die "engine failed: $(tail -3 "$work/engine.log")"
+      (( $(find "$work/lib/.thumbnails/1024" -name '*.jpg' | wc -l) == count )) \
+        || die "engine made too few thumbnails"
+      ;;
     core|core-1024)
       [[ $name == core-1024 ]] && sizes=1024
       rm -rf "$dir/.thumbnails"
@@ -103,13 +121,14 @@ run_cmd() {  # name -> appends wall seconds to times[name], user+sys seconds to 
       (( ok == count )) || die "driver: $ok of $n ok, $failed failed"
       ;;
   esac
-  local e u s
-  read -r e u s < <(tail -n 1 "$work/time")
+  local e u s m
+  read -r e u s m < <(tail -n 1 "$work/time")
+  [[ -n ${m:-} ]] && rss[$name]=$m
   times[$name]+="$e "
   cpus[$name]+="$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') "
 }
 
-cmds=(vipsthumbnail core core-1024 vipsthumbnail-n25)
+cmds=(vipsthumbnail core core-1024 vipsthumbnail-n25 engine)
 for ((r = 0; r < reps; r++)); do
   order=()
   for ((i = 0; i < ${#cmds[@]}; i++)); do order+=("${cmds[(i + r) % ${#cmds[@]}]}"); done
@@ -134,9 +153,11 @@ declare -A label=(
   [core]="core: 256+1024, bookkeeping"
   [core-1024]="core: 1024 only"
   [vipsthumbnail-n25]="vipsthumbnail -P2 -n25 (1024)"
+  [engine]="mediasync engine, processing stage (256+1024)"
 )
 for c in "${cmds[@]}"; do
   awk -v n="${label[$c]}" -v t="${mw[$c]}" -v u="${mc[$c]}" -v cnt="$count" \
       -v vt="${mw[vipsthumbnail]}" -v vu="${mc[vipsthumbnail]}" \
     'BEGIN { printf "| %s | %.2f | %.1f | %.3fx | %.1f | %.3fx |\n", n, t, cnt / t, t / vt, u, u / vu }'
 done
+[[ -n ${rss[engine]:-} ]] && echo && echo "mediasync engine peak RSS (last round): ${rss[engine]} KiB"

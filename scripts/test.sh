@@ -34,6 +34,7 @@ case $preset in
     build_dir=build-asan
     cmake_args=(-DMEDIASYNC_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug -DMEDIASYNC_BENCH=OFF)
     export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1"
+    export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$ROOT/tests/lsan.supp"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1" ;;
   tsan)
     build_dir=build-tsan
