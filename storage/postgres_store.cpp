@@ -188,18 +188,19 @@ const prepared statements[] = {
 /// replaced together when the outcome carries a hash and kept when it does not
 /// (a skip that did not re-read the file); size, mtime_ns and last_job_id are
 /// always written, missing reset. Rows go in key order, so concurrent jobs
-/// upserting the same items lock them in the same order; one row per item (the
-/// last one of the batch). `src` names the row source, with columns path,
-/// path_raw, library_path, library_path_raw, size, mtime_ns, sha256, mime, n.
+/// upserting the same items lock them in the same order. Each item comes at
+/// most once (only stage sync outcomes upsert media rows, and commit() keeps one
+/// outcome per (path, stage)), as ON CONFLICT DO UPDATE requires. `src` names
+/// the row source, with columns path, path_raw, library_path, library_path_raw,
+/// size, mtime_ns, sha256, mime.
 std::string media_upsert_sql(const std::string& src, const std::string& where) {
   return "  INSERT INTO media_items AS m (source_root, source_root_raw, path, path_raw,"
          "                                library_path, library_path_raw, size, mtime_ns,"
          "                                sha256, mime, first_job_id, last_job_id, missing)"
-         "  SELECT DISTINCT ON (b.path, b.path_raw) $2, NULLIF($3::bytea, ''::bytea), b.path,"
-         "         b.path_raw, b.library_path, b.library_path_raw, b.size, b.mtime_ns, b.sha256,"
-         "         b.mime, $1, $1, false"
+         "  SELECT $2, NULLIF($3::bytea, ''::bytea), b.path, b.path_raw, b.library_path,"
+         "         b.library_path_raw, b.size, b.mtime_ns, b.sha256, b.mime, $1, $1, false"
          "  FROM " + src + " WHERE " + where +
-         "  ORDER BY b.path, b.path_raw, b.n DESC"
+         "  ORDER BY b.path, b.path_raw"
          "  ON CONFLICT ON CONSTRAINT media_items_key DO UPDATE SET"
          "    library_path = CASE WHEN excluded.sha256 IS NULL THEN m.library_path"
          "                        ELSE excluded.library_path END,"
@@ -222,8 +223,8 @@ std::string commit_media_sql() {
          media_upsert_sql(
              "unnest($4::text[], $5::bytea[], $6::text[], $7::bytea[], $8::bigint[],"
              "       $9::bigint[], $10::text[], $11::text[])"
-             "  WITH ORDINALITY AS b(path, path_raw, library_path, library_path_raw, size,"
-             "                       mtime_ns, sha256, mime, n)",
+             "  AS b(path, path_raw, library_path, library_path_raw, size, mtime_ns, sha256,"
+             "       mime)",
              "EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)") +
          ")"
          " UPDATE sync_jobs SET"
@@ -249,9 +250,9 @@ std::string commit_redo_sql() {
          "                       $9::text[], $10::text[], $11::bytea[], $12::bigint[],"
          "                       $13::boolean[], $14::bigint[], $15::text[], $16::text[],"
          "                       $17::bytea[])"
-         "    WITH ORDINALITY AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
+         "    AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
          "                         duration_us, touches, mtime_ns, mime, library_path,"
-         "                         library_path_raw, n)"
+         "         library_path_raw)"
          "  WHERE EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)"
          "), ins AS ("
          "  INSERT INTO file_results AS f (job_id, path, path_raw, stage, status, size, sha256,"
@@ -1202,8 +1203,8 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   // counters (all rows are new, or the COPY fails).
   std::string& copy = d.copy_buf;
   copy.clear();
-  for (array_literal* a :
-       {&d.a_path, &d.a_path_raw, &d.a_lib, &d.a_lib_raw, &d.a_size, &d.a_mtime, &d.a_sha, &d.a_mime})
+  for (array_literal* a : {&d.a_path, &d.a_path_raw, &d.a_lib, &d.a_lib_raw, &d.a_size,
+                           &d.a_mtime, &d.a_sha, &d.a_mime})
     a->clear();
   std::int64_t ok = 0, failed = 0, skipped = 0, bytes = 0;
   const std::string job_s = std::to_string(job_id);
@@ -1318,9 +1319,10 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
       }
     }
     const std::string* args[] = {
-        &d.a_path.finish(),     &d.a_path_raw.finish(), &d.a_stage.finish(), &d.a_status.finish(),
-        &d.a_size.finish(),     &d.a_sha.finish(),      &d.a_error.finish(), &d.a_error_raw.finish(),
-        &d.a_duration.finish(), &d.a_touches.finish(),  &d.a_mtime.finish(), &d.a_mime.finish(),
+        &d.a_path.finish(),     &d.a_path_raw.finish(), &d.a_stage.finish(),
+        &d.a_status.finish(),   &d.a_size.finish(),     &d.a_sha.finish(),
+        &d.a_error.finish(),    &d.a_error_raw.finish(), &d.a_duration.finish(),
+        &d.a_touches.finish(),  &d.a_mtime.finish(),    &d.a_mime.finish(),
         &d.a_lib.finish(),      &d.a_lib_raw.finish()};
     inserted = d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
       return retrying([&]() -> std::uint64_t {

@@ -26,6 +26,12 @@
 //             UNIQUE NULLS NOT DISTINCT (source_root, path, source_root_raw, path_raw)
 //             [media_items_key]
 //   status, stage: the same names as in SQLite (CHECK constraints).
+// Not yet here: what SQLite's schema version 2 adds for the image stages
+// (media_items width, height, taken_at, orientation, thumbnail_paths,
+// preview_path; job_stage_counters). Until a PostgreSQL migration 2 adds them,
+// processing / watermark outcomes are recorded in file_results (lookup()
+// reports them in stages_done) but their image data is not stored, and
+// lookup() returns no thumbnail_paths / preview_path.
 //
 // File-system names (not valid UTF-8 in general) -- the columns source_root,
 // dest_root, path, library_path and error, each `X text COLLATE "C"` with a
@@ -46,8 +52,8 @@
 //   - timestamps are timestamptz set by the server (now(): the transaction start);
 //     job_row's fields read them as ISO-8601 UTC with milliseconds
 //     (2026-11-28T12:00:00.123Z);
-//   - settings is jsonb (a JSON object); it reads back as compact JSON
-//     (jsonb keeps one of duplicate keys and may reorder keys);
+//   - settings is jsonb (a JSON object); it reads back as compact JSON, its
+//     keys possibly in another order;
 //   - media_items.missing is boolean (SQLite: 0/1).
 //
 // Migrations: read_write opening applies the pending ones (each in its own

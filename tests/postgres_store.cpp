@@ -167,6 +167,13 @@ TEST_CASE("postgres_store: mark_missing marks only items the job did not see", "
   CHECK(db.integer("SELECT count(*) FROM media_items WHERE missing") == 1); // d.jpg
 }
 
+TEST_CASE("postgres_store: lookup reports the stages done; image stages leave media rows",
+          "[postgres]") {
+  pg_database db;
+  lookup_reports_the_stages_done(opener(db.url()));
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 3);
+}
+
 TEST_CASE("postgres_store: a read_only store reads and refuses to write", "[postgres]") {
   pg_database db;
   read_only_reads_and_refuses_writes(opener(db.url()));

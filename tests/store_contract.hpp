@@ -61,5 +61,6 @@ void media_upsert_keeps_first_job_id(const open_fn& open);
 void lookup_reports_media_and_results(const open_fn& open);
 void mark_missing_marks_only_unseen(const open_fn& open);
 void read_only_reads_and_refuses_writes(const open_fn& open);
+void lookup_reports_the_stages_done(const open_fn& open);
 
 } // namespace ms::test::contract
