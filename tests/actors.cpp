@@ -195,7 +195,7 @@ TEST_CASE("coordinator keeps at most `window` tasks not yet durable", "[coordina
   self->send_exit(w, caf::exit_reason::user_shutdown);
 }
 
-TEST_CASE("supervisor replaces a crashed worker; its task becomes a failed row", "[supervisor]") {
+TEST_CASE("supervisor replaces a crashed worker and its task becomes a failed row", "[supervisor]") {
   actor_env env;
   auto src = env.dir / "src";
   auto dst = env.dir / "dst";
@@ -256,7 +256,7 @@ TEST_CASE("supervisor replaces a crashed worker; its task becomes a failed row",
   self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
 
-TEST_CASE("each stage runs with its own concurrency; files flow sync -> processing -> watermark",
+TEST_CASE("each stage runs with its own concurrency and files flow sync -> processing -> watermark",
           "[supervisor][stages]") {
   actor_env env;
   auto src = env.dir / "src";

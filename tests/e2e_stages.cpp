@@ -34,7 +34,7 @@ std::int64_t count(sqlite3* db, const std::string& sql) {
 
 } // namespace
 
-TEST_CASE("images get metadata, thumbnails and watermarked previews; others are skipped",
+TEST_CASE("images get metadata, thumbnails and watermarked previews, others are skipped",
           "[e2e][stages]") {
   ms::imaging_init(1);
   temp_dir t;

@@ -14,6 +14,7 @@
 #include <map>
 #include <thread>
 
+#include "pg_test_db.hpp"
 #include "test_util.hpp"
 
 using namespace ms::test;
@@ -22,70 +23,96 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A read-only connection of the test's own, like a web app polling the database.
-class db_reader {
+/// The database of one end-to-end test, on SQLite (a file) or PostgreSQL (a fresh database
+/// on the test server), read through a connection of the test's own, as another program
+/// reading it while jobs run would.
+class test_db {
 public:
-  explicit db_reader(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
-      throw std::runtime_error("cannot open " + path);
-  }
-  ~db_reader() { sqlite3_close(db_); }
-
-  /// Rows of a query, each column as bytes (NULL as "<null>"). Throws with SQLite's message.
-  std::vector<std::vector<std::string>> rows(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
-      throw std::runtime_error(sqlite3_errmsg(db_));
-    std::vector<std::vector<std::string>> out;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      std::vector<std::string> row;
-      for (int i = 0; i < sqlite3_column_count(st); ++i) {
-        auto p = sqlite3_column_blob(st, i);
-        row.push_back(p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, i))
-                        : std::string{"<null>"});
-      }
-      out.push_back(std::move(row));
+  test_db(const std::string& kind, const temp_dir& t) : kind_(kind) {
+    if (kind == "postgres") {
+      pg_ = std::make_unique<pg_database>();
+      url_ = pg_->url();
+    } else {
+      url_ = t / "m.db";
     }
-    std::string err = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
+  }
+  const std::string& url() const { return url_; }
+  bool exists() const { return pg_ || fs::exists(url_); }
+
+  /// Rows of a query, each column as text (NULL as "<null>"). Throws with the database's message.
+  std::vector<std::vector<std::string>> rows(const std::string& sql) const {
+    if (pg_) {
+      auto r = pg_->rows(sql);
+      for (auto& row : r)
+        for (auto& v : row)
+          if (v == "<NULL>")
+            v = "<null>";
+      return r;
+    }
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(url_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      std::string err = db ? sqlite3_errmsg(db) : "cannot open";
+      sqlite3_close(db);
+      throw std::runtime_error(err);
+    }
+    sqlite3_stmt* st = nullptr;
+    std::vector<std::vector<std::string>> out;
+    std::string err;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      err = sqlite3_errmsg(db);
+    } else {
+      int rc;
+      while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        std::vector<std::string> row;
+        for (int i = 0; i < sqlite3_column_count(st); ++i) {
+          auto p = sqlite3_column_blob(st, i);
+          row.push_back(p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, i))
+                          : std::string{"<null>"});
+        }
+        out.push_back(std::move(row));
+      }
+      if (rc != SQLITE_DONE)
+        err = sqlite3_errmsg(db);
+    }
     sqlite3_finalize(st);
+    sqlite3_close(db);
     if (!err.empty())
       throw std::runtime_error(err);
     return out;
   }
-  std::string one(const std::string& sql) {
+  std::string one(const std::string& sql) const {
     auto r = rows(sql);
     return r.empty() || r[0].empty() ? std::string{} : r[0][0];
   }
-  long num(const std::string& sql) { return std::stol(one(sql)); }
-  void exec(const std::string& sql) {
-    char* msg = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-      std::string m = msg ? msg : "?";
-      sqlite3_free(msg);
-      throw std::runtime_error(m);
-    }
-  }
+  long num(const std::string& sql) const { return std::stol(one(sql)); }
 
 private:
-  sqlite3* db_ = nullptr;
+  std::string kind_;
+  std::string url_;
+  std::unique_ptr<pg_database> pg_;
 };
 
+/// Both backends: every test tagged with it runs once on SQLite and once on PostgreSQL.
+#define EACH_BACKEND GENERATE(as<std::string>{}, "sqlite", "postgres")
+
+/// One consistent snapshot (a single statement) of a job's counters next to its rows.
+const char* counters_vs_rows =
+  "SELECT j.processed_files, j.failed_files, j.skipped_files, j.processed_bytes,"
+  " (SELECT count(*) FROM file_results f WHERE f.job_id = j.id AND f.stage='sync' AND f.status='ok'),"
+  " (SELECT count(*) FROM file_results f WHERE f.job_id = j.id AND f.stage='sync' AND f.status='failed'),"
+  " (SELECT count(*) FROM file_results f WHERE f.job_id = j.id AND f.stage='sync' AND f.status='skipped'),"
+  " (SELECT coalesce(sum(size),0) FROM file_results f WHERE f.job_id = j.id AND f.stage='sync' AND f.status='ok')"
+  " FROM sync_jobs j WHERE j.id = ";
+
 /// Checks the counters invariant of a job: counters equal the sync rows.
-void check_counters(db_reader& db, int job) {
-  auto j = std::to_string(job);
-  auto r = db.rows("SELECT processed_files, failed_files, skipped_files, processed_bytes FROM "
-                   "sync_jobs WHERE id = " + j);
+void check_counters(const test_db& db, int job) {
+  auto r = db.rows(counters_vs_rows + std::to_string(job));
   REQUIRE(r.size() == 1);
-  auto c = db.rows("SELECT "
-                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='ok'),"
-                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='failed'),"
-                   "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='skipped'),"
-                   "(SELECT coalesce(sum(size),0) FROM file_results WHERE stage='sync' AND job_id = " + j + " AND stage='sync' AND status='ok')");
-  CHECK(r[0] == c[0]);
+  for (int i = 0; i < 4; ++i)
+    CHECK(r[0][i] == r[0][i + 4]);
 }
 
-std::string status_of(db_reader& db, int job) {
+std::string status_of(const test_db& db, int job) {
   return db.one("SELECT status FROM sync_jobs WHERE id = " + std::to_string(job));
 }
 
@@ -99,14 +126,14 @@ void require_same_tree(const std::string& src, const std::string& dst,
 
 TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   auto paths = make_tree(t / "src", 300, 3000, 7);
   write_file(t / "src/empty.dat", "");
   paths.push_back("empty.dat");
-  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--progress", "none"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   require_same_tree(t / "src", t / "lib", paths);
-  db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
   CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok'") == 301);
   CHECK(db.num("SELECT total_files FROM sync_jobs WHERE id=1") == 301);
@@ -118,7 +145,7 @@ TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]"
   // No temp files (nor their folder) stay behind in the library.
   CHECK_FALSE(fs::exists(t / "lib/.mediasync-tmp"));
 
-  auto r2 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  auto r2 = run_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--progress", "none"});
   REQUIRE(r2.exit_code == 0);
   CHECK(db.num("SELECT skipped_files FROM sync_jobs WHERE id=2") == 301);
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=2") == 0);
@@ -128,7 +155,7 @@ TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]"
 
   // A changed file (size differs) is copied again, the others skipped.
   write_file(t / "src/d0/f0.bin", "changed");
-  auto r3 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  auto r3 = run_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--progress", "none"});
   REQUIRE(r3.exit_code == 0);
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=3") == 1);
   CHECK(read_file(t / "lib/d0/f0.bin") == "changed");
@@ -136,9 +163,11 @@ TEST_CASE("sync copies every file exactly and a rerun skips everything", "[e2e]"
 
 TEST_CASE("a reader polling every 10 ms never sees a lock error or counters that disagree", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   auto paths = make_tree(t / "src", 4000, 2000, 40);
+  REQUIRE(run_mediasync({"migrate", "--db", db.url()}).exit_code == 0);
   // The job row exists once the writer created it; poll from the start.
-  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "32",
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--workers", "32",
                               "--batch-size", "50", "--flush-interval", "20", "--progress", "none"},
                              t / "run");
   std::atomic<bool> stop{false};
@@ -148,20 +177,16 @@ TEST_CASE("a reader polling every 10 ms never sees a lock error or counters that
     long last_done = -1;
     while (!stop) {
       std::this_thread::sleep_for(10ms);
-      if (!fs::exists(t / "m.db"))
+      if (!db.exists())
         continue;
       try {
-        db_reader db(t / "m.db");
-        // One read transaction: the job row and its rows from the same committed state.
-        db.exec("BEGIN");
-        auto job = db.rows("SELECT processed_files, failed_files, skipped_files, processed_bytes "
-                           "FROM sync_jobs WHERE id = 1");
-        auto rows = db.rows(
-          "SELECT (SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok'),"
-          "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='failed'),"
-          "(SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1 AND status='skipped'),"
-          "(SELECT coalesce(sum(size),0) FROM file_results WHERE stage='sync' AND job_id=1 AND status='ok')");
-        db.exec("COMMIT");
+        // One statement: the job row and its rows from the same committed state.
+        auto snap = db.rows(counters_vs_rows + std::string{"1"});
+        std::vector<std::vector<std::string>> job, rows;
+        if (!snap.empty()) {
+          job.push_back({snap[0].begin(), snap[0].begin() + 4});
+          rows.push_back({snap[0].begin() + 4, snap[0].end()});
+        }
         ++polls;
         if (job.empty())
           continue;
@@ -189,15 +214,15 @@ TEST_CASE("a reader polling every 10 ms never sees a lock error or counters that
   CHECK(errors.empty());
   CHECK(polls > 0);
   CHECK(states_seen > 0);
-  db_reader db(t / "m.db");
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=1") == 4000);
   check_counters(db, 1);
 }
 
 TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   auto paths = make_tree(t / "src", 5000, 4000, 50);
-  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "2",
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--workers", "2",
                               "--batch-size", "25", "--progress", "none"},
                              t / "run");
   // Kill as soon as some work is committed.
@@ -205,9 +230,8 @@ TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right"
   for (int i = 0; i < 3000; ++i) {
     std::this_thread::sleep_for(2ms);
     try {
-      if (!fs::exists(t / "m.db"))
+      if (!db.exists())
         continue;
-      db_reader db(t / "m.db");
       auto r = db.rows("SELECT processed_files, status FROM sync_jobs WHERE id=1");
       if (!r.empty() && std::stol(r[0][0]) > 0) {
         killed_mid_run = r[0][1] == "running";
@@ -221,15 +245,13 @@ TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right"
   CHECK(wait_pid(pid) == 128 + SIGKILL);
   REQUIRE(killed_mid_run);
   {
-    db_reader db(t / "m.db");
     CHECK(status_of(db, 1) == "running");
     CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") < 5000);
     check_counters(db, 1);
   }
-  auto r = run_mediasync({"resume", "1", "--db", t / "m.db", "--progress", "none"});
+  auto r = run_mediasync({"resume", "1", "--db", db.url(), "--progress", "none"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
   CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") == 5000);
   CHECK(db.num("SELECT count(DISTINCT path) FROM file_results WHERE stage='sync' AND job_id=1") == 5000);
@@ -240,17 +262,17 @@ TEST_CASE("kill -9 in the middle, then resume: one row per file, counters right"
   CHECK_FALSE(fs::exists(t / "lib/.mediasync-tmp"));
 }
 
-TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes it", "[e2e]") {
+TEST_CASE("SIGINT drains, marks the job interrupted (exit 130), resume completes it", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   auto paths = make_tree(t / "src", 6000, 4000, 60);
-  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--workers", "2",
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--workers", "2",
                               "--batch-size", "20", "--progress", "none"},
                              t / "run");
   for (int i = 0; i < 3000; ++i) {
     std::this_thread::sleep_for(2ms);
     try {
-      if (fs::exists(t / "m.db") && db_reader(t / "m.db").num(
-            "SELECT processed_files FROM sync_jobs WHERE id=1") > 0)
+      if (db.exists() && db.num("SELECT processed_files FROM sync_jobs WHERE id=1") > 0)
         break;
     } catch (const std::exception&) {
     }
@@ -260,15 +282,13 @@ TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes
   INFO(read_file(t / "run.err"));
   REQUIRE(rc == 130);
   {
-    db_reader db(t / "m.db");
     CHECK(status_of(db, 1) == "interrupted");
     CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") < 6000);
     check_counters(db, 1);
   }
   CHECK_THAT(read_file(t / "run.err"), Catch::Contains("resume"));
-  auto r = run_mediasync({"resume", "1", "--db", t / "m.db", "--progress", "none"});
+  auto r = run_mediasync({"resume", "1", "--db", db.url(), "--progress", "none"});
   REQUIRE(r.exit_code == 0);
-  db_reader db(t / "m.db");
   CHECK(status_of(db, 1) == "completed");
   CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync' AND job_id=1") == 6000);
   check_counters(db, 1);
@@ -277,6 +297,7 @@ TEST_CASE("SIGINT drains, marks the job interrupted (exit 130); resume completes
 
 TEST_CASE("hostile names, special files and symlinks: correct rows, nothing outside DEST", "[e2e]") {
   temp_dir t;
+  test_db db("sqlite", t);
   auto src = t / "src";
   std::vector<std::string> names = {"with space.jpg", "quote's \"double\".png",
                                     "new\nline.txt", std::string("bad\xff\xfeutf8.bin"),
@@ -289,10 +310,9 @@ TEST_CASE("hostile names, special files and symlinks: correct rows, nothing outs
   fs::create_symlink("missing-target", src + "/broken-link");
   fs::create_symlink("loop", src + "/loop");
   REQUIRE(::mkfifo((src + "/fifo").c_str(), 0644) == 0);
-  auto r = run_mediasync({"sync", src, t / "lib", "--db", t / "m.db", "--progress", "none"});
+  auto r = run_mediasync({"sync", src, t / "lib", "--db", db.url(), "--progress", "none"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  db_reader db(t / "m.db");
   for (auto& n : names) {
     CHECK(read_file(t / "lib/" + n) == read_file(src + "/" + n));
     auto rows = db.rows("SELECT path FROM file_results WHERE stage='sync' AND status='ok'");
@@ -312,14 +332,14 @@ TEST_CASE("hostile names, special files and symlinks: correct rows, nothing outs
 
 TEST_CASE("vanished files are marked missing, an empty source is refused", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   auto paths = make_tree(t / "src", 20, 100, 2);
-  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"};
+  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", db.url(), "--progress", "none"};
   REQUIRE(run_mediasync(base).exit_code == 0);
   fs::remove(t / "src/d0/f0.bin");
   REQUIRE(run_mediasync(base).exit_code == 0);
-  db_reader db(t / "m.db");
-  CHECK(db.num("SELECT missing FROM media_items WHERE path='d0/f0.bin'") == 1);
-  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 19);
+  CHECK(db.num("SELECT CASE WHEN missing THEN 1 ELSE 0 END FROM media_items WHERE path='d0/f0.bin'") == 1);
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE NOT missing") == 19);
   CHECK(fs::exists(t / "lib/d0/f0.bin"));  // never deleted from the library
   // The whole source disappears (unmounted): refused, nothing marked.
   fs::remove_all(t / "src");
@@ -327,17 +347,18 @@ TEST_CASE("vanished files are marked missing, an empty source is refused", "[e2e
   auto r = run_mediasync(base);
   CHECK(r.exit_code == 3);
   CHECK_THAT(r.err, Catch::Contains("is empty") && Catch::Contains("--allow-empty-source"));
-  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 19);
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE NOT missing") == 19);
   auto args = base;
   args.push_back("--allow-empty-source");
   CHECK(run_mediasync(args).exit_code == 0);
-  CHECK(db.num("SELECT count(*) FROM media_items WHERE missing=0") == 0);
+  CHECK(db.num("SELECT count(*) FROM media_items WHERE NOT missing") == 0);
 }
 
 TEST_CASE("checksum mode finds content changes that keep size and mtime", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   write_file(t / "src/a.bin", "aaaa");
-  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"};
+  std::vector<std::string> base = {"sync", t / "src", t / "lib", "--db", db.url(), "--progress", "none"};
   REQUIRE(run_mediasync(base).exit_code == 0);
   struct stat sb;
   REQUIRE(::stat((t / "src/a.bin").c_str(), &sb) == 0);
@@ -350,7 +371,6 @@ TEST_CASE("checksum mode finds content changes that keep size and mtime", "[e2e]
   args.push_back("--checksum");
   REQUIRE(run_mediasync(args).exit_code == 0);
   CHECK(read_file(t / "lib/a.bin") == "bbbb");
-  db_reader db(t / "m.db");
   CHECK(db.num("SELECT processed_files FROM sync_jobs WHERE id=3") == 1);
   // Unchanged content under --checksum is skipped.
   REQUIRE(run_mediasync(args).exit_code == 0);
@@ -359,28 +379,30 @@ TEST_CASE("checksum mode finds content changes that keep size and mtime", "[e2e]
 
 TEST_CASE("filters, dry run and JSON progress", "[e2e]") {
   temp_dir t;
+  test_db db(EACH_BACKEND, t);
   write_file(t / "src/a.jpg", "j");
   write_file(t / "src/b.png", "p");
   write_file(t / "src/cache/c.jpg", "c");
-  auto dry = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--dry-run"});
+  auto dry = run_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--dry-run"});
   CHECK(dry.exit_code == 0);
   CHECK_THAT(dry.out, Catch::Contains("3 file(s) to copy"));
   CHECK_FALSE(fs::exists(t / "lib"));
   CHECK_FALSE(fs::exists(t / "m.db"));
-  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--include", "*.jpg",
+  auto r = run_mediasync({"sync", t / "src", t / "lib", "--db", db.url(), "--include", "*.jpg",
                           "--exclude", "cache", "--progress", "json"});
   REQUIRE(r.exit_code == 0);
   CHECK(fs::exists(t / "lib/a.jpg"));
   CHECK_FALSE(fs::exists(t / "lib/b.png"));
   CHECK_FALSE(fs::exists(t / "lib/cache/c.jpg"));
   CHECK_THAT(r.out, Catch::Contains("\"processed_files\":1") && Catch::Contains("\"final\":true"));
-  auto s = run_mediasync({"status", "--db", t / "m.db", "--json"});
+  auto s = run_mediasync({"status", "--db", db.url(), "--json"});
   CHECK(s.exit_code == 0);
   CHECK_THAT(s.out, Catch::Contains("\"status\":\"completed\"") && Catch::Contains("\"include\":[\"*.jpg\"]"));
 }
 
 TEST_CASE("bad input: clear message naming the input, documented exit code", "[e2e]") {
   temp_dir t;
+  test_db db("sqlite", t);
   write_file(t / "src/a.bin", "a");
   struct bad_case {
     std::vector<std::string> args;
@@ -388,9 +410,9 @@ TEST_CASE("bad input: clear message naming the input, documented exit code", "[e
     std::string says;
   };
   std::vector<bad_case> cases = {
-    {{"sync", t / "nope", t / "lib", "--db", t / "m.db"}, 2, t / "nope"},
-    {{"sync", t / "src/a.bin", t / "lib", "--db", t / "m.db"}, 2, "is not a directory"},
-    {{"sync", t / "src", t / "src/lib", "--db", t / "m.db"}, 2, "lies inside the source"},
+    {{"sync", t / "nope", t / "lib", "--db", db.url()}, 2, t / "nope"},
+    {{"sync", t / "src/a.bin", t / "lib", "--db", db.url()}, 2, "is not a directory"},
+    {{"sync", t / "src", t / "src/lib", "--db", db.url()}, 2, "lies inside the source"},
     {{"sync", t / "src"}, 2, "SOURCE and DEST"},
     {{"sync", t / "src", t / "lib", "--workers", "0"}, 2, "--workers"},
     {{"sync", t / "src", t / "lib", "--batch-size", "x"}, 2, "not a whole number"},
@@ -408,8 +430,8 @@ TEST_CASE("bad input: clear message naming the input, documented exit code", "[e
   }
   CHECK_FALSE(fs::exists(t / "src/lib"));
   // A job that does not exist in an existing database.
-  REQUIRE(run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db"}).exit_code == 0);
-  auto r = run_mediasync({"resume", "42", "--db", t / "m.db"});
+  REQUIRE(run_mediasync({"sync", t / "src", t / "lib", "--db", db.url()}).exit_code == 0);
+  auto r = run_mediasync({"resume", "42", "--db", db.url()});
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Catch::Contains("job 42 does not exist"));
 }
