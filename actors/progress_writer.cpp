@@ -6,6 +6,8 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <thread>
+#include <type_traits>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -100,6 +102,45 @@ void commit_job(writer_ptr self, std::uint64_t job_id, std::vector<file_outcome>
     self->send(job.listener, durable_atom::value, to_progress(*row, outs.size()));
 }
 
+/// Runs a store call that is not a batch commit (lookups, job rows). A lost connection
+/// is retried in place with the same capped backoff until `reconnect_limit`: the writer
+/// could do nothing else meanwhile anyway, and the callers' requests simply wait.
+template <class F>
+auto with_reconnect(writer_ptr self, F&& call) {
+  auto& cfg = self->state.settings;
+  auto t0 = std::chrono::steady_clock::now();
+  auto backoff = cfg.reconnect_initial;
+  bool lost = false;
+  for (;;) {
+    try {
+      auto recovered = [&] {
+        if (lost)
+          spdlog::info("writer: database reachable again after {} ms",
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - t0).count());
+      };
+      if constexpr (std::is_void_v<decltype(call())>) {
+        call();
+        recovered();
+        return;
+      } else {
+        auto result = call();
+        recovered();
+        return result;
+      }
+    } catch (const storage::error& e) {
+      if (e.code() != storage::errc::connection_lost
+          || std::chrono::steady_clock::now() - t0 + backoff > cfg.reconnect_limit)
+        throw;
+      lost = true;
+      spdlog::warn("writer: lost the database connection ({}); retrying in {} ms", e.what(),
+                   backoff.count());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, cfg.reconnect_max);
+    }
+  }
+}
+
 /// Tells every open job that the database cannot take its outcomes any more.
 void break_writer(writer_ptr self, std::string reason, bool resumable) {
   auto& st = self->state;
@@ -184,13 +225,17 @@ job_result finish_job(writer_ptr self, std::uint64_t job_id, job_status status, 
       // Best effort: record the end if the database still takes writes.
       st.db->set_job_status(job_id, res.status, res.status != job_status::interrupted);
     } else {
-      if (it != st.jobs.end() && it->second.pending_total > 0)
-        st.db->raise_total(job_id, it->second.pending_total);
-      if (mark_missing && it != st.jobs.end())
-        res.missing_marked = st.db->mark_missing(job_id, it->second.source_root);
-      st.db->set_job_status(job_id, status, status != job_status::interrupted);
+      // Each step is idempotent: a retry after a lost connection repeats it safely.
+      with_reconnect(self, [&] {
+        if (it != st.jobs.end() && it->second.pending_total > 0)
+          st.db->raise_total(job_id, it->second.pending_total);
+        if (mark_missing && it != st.jobs.end())
+          res.missing_marked = st.db->mark_missing(job_id, it->second.source_root);
+        st.db->set_job_status(job_id, status, status != job_status::interrupted);
+      });
     }
-    if (auto row = st.db->job(job_id))
+    if (auto row = st.broken.empty() ? with_reconnect(self, [&] { return st.db->job(job_id); })
+                                     : st.db->job(job_id))
       res.counters = to_progress(*row, 0);
   } catch (const std::exception& e) {
     if (res.error.empty()) {
@@ -237,7 +282,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
     [=](create_atom, const std::string& src, const std::string& dst,
         const std::string& settings_json) -> caf::result<std::uint64_t> {
       try {
-        return self->state.db->create_job(src, dst, settings_json);
+        return with_reconnect(self, [&] { return self->state.db->create_job(src, dst, settings_json); });
       } catch (const std::exception& e) {
         return caf::make_error(caf::sec::runtime_error, e.what());
       }
@@ -245,7 +290,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
     [=](open_atom, std::uint64_t job_id, durable_listener_actor listener) -> caf::result<job_row> {
       auto& st = self->state;
       try {
-        auto row = st.db->job(job_id);
+        auto row = with_reconnect(self, [&] { return st.db->job(job_id); });
         if (!row)
           return caf::make_error(caf::sec::runtime_error,
                                  "job " + std::to_string(job_id) + " does not exist in "
@@ -260,7 +305,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
                                  "cannot open destination '" + row->dest_root
                                    + "': " + std::strerror(errno));
         if (row->status != job_status::running)
-          st.db->set_job_status(job_id, job_status::running, false);
+          with_reconnect(self, [&] { st.db->set_job_status(job_id, job_status::running, false); });
         auto old = st.jobs.find(job_id);
         if (old != st.jobs.end() && old->second.dest_fd >= 0)
           ::close(old->second.dest_fd);
@@ -279,7 +324,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
         return caf::make_error(caf::sec::runtime_error, "lookup for a job that is not open");
       std::vector<known_file> out;
       try {
-        st.db->lookup(job_id, it->second.source_root, paths, out);
+        with_reconnect(self, [&] { st.db->lookup(job_id, it->second.source_root, paths, out); });
       } catch (const std::exception& e) {
         return caf::make_error(caf::sec::runtime_error, e.what());
       }
@@ -287,7 +332,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
     },
     [=](known_atom, const std::string& source_root) -> caf::result<std::uint64_t> {
       try {
-        return self->state.db->count_known(source_root);
+        return with_reconnect(self, [&] { return self->state.db->count_known(source_root); });
       } catch (const std::exception& e) {
         return caf::make_error(caf::sec::runtime_error, e.what());
       }

@@ -200,6 +200,7 @@ int run_job(const options& opt, job_spec spec) {
                 spec.watermark ? opt.watermark_workers : 0};
   ss.writer.batch_size = opt.batch_size;
   ss.writer.flush_interval = opt.flush_interval;
+  ss.writer.reconnect_limit = opt.db_reconnect_limit;
   auto db = open_db(opt.db, storage::open_mode::read_write);
   if (spec.thumbnails) {
     // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).

@@ -122,6 +122,13 @@ const std::vector<option_def>& table() {
     {"window", "int 1..1000000", "4096",
      "files dispatched but not yet durable, at most (back-pressure)", true,
      [](options& o, const std::string& v) { o.window = parse_uint("window", v, 1, 1000000); }},
+    {"db-reconnect-limit", "ms 0..86400000", "60000",
+     "how long a lost PostgreSQL connection is retried (capped exponential backoff, the batch "
+     "held) before the job ends interrupted with exit code 3", true,
+     [](options& o, const std::string& v) {
+       o.db_reconnect_limit =
+         std::chrono::milliseconds{parse_uint("db-reconnect-limit", v, 0, 86400000)};
+     }},
     {"include", "glob", "(all)",
      "sync only matching files (repeatable; no '/': base name, else path; ** spans folders)",
      true, [](options& o, const std::string& v) { o.includes.push_back(v); }},

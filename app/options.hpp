@@ -40,6 +40,7 @@ struct options {
   std::size_t batch_size = 200;
   std::chrono::milliseconds flush_interval{100};
   std::size_t window = 4096;
+  std::chrono::milliseconds db_reconnect_limit{60000};  ///< give up on a lost server after this
   std::vector<std::string> includes;
   std::vector<std::string> excludes;
   bool checksum = false;

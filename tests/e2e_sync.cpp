@@ -7,12 +7,16 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <thread>
+
+#include <pqxx/pqxx>
 
 #include "pg_test_db.hpp"
 #include "test_util.hpp"
@@ -434,4 +438,137 @@ TEST_CASE("bad input: clear message naming the input, documented exit code", "[e
   auto r = run_mediasync({"resume", "42", "--db", db.url()});
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Catch::Contains("job 42 does not exist"));
+}
+
+namespace {
+
+/// A PostgreSQL server of the test's own (tests/pg_server.sh), for tests that restart it.
+class private_pg_server {
+public:
+  explicit private_pg_server(const temp_dir& t) : dir_(t / "pg") {
+    // The server runs as the postgres user: it must be able to reach its directory.
+    fs::permissions(t.path(), fs::perms::group_exec | fs::perms::others_exec,
+                    fs::perm_options::add);
+    REQUIRE(script("start") == 0);
+    url_ = read_file(dir_ + "/url");
+    while (!url_.empty() && url_.back() == '\n')
+      url_.pop_back();
+  }
+  ~private_pg_server() { script("stop"); }
+  const std::string& url() const { return url_; }
+  int script(const std::string& action) const {
+    std::string cmd = "bash '" MEDIASYNC_SOURCE_DIR "/tests/pg_server.sh' " + action + " '" + dir_
+                      + "' >/dev/null 2>&1";
+    int rc = std::system(cmd.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  }
+
+private:
+  std::string dir_;
+  std::string url_;
+};
+
+} // namespace
+
+TEST_CASE("PostgreSQL restarted in the middle of a 5,000-file sync: the job completes, "
+          "one row per file", "[e2e][postgres]") {
+  temp_dir t;
+  private_pg_server pg(t);
+  auto paths = make_tree(t / "src", 5000, 4000, 50);
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", pg.url(), "--workers", "2",
+                              "--batch-size", "25", "--progress", "none", "--no-thumbnails"},
+                             t / "run");
+  auto processed = [&] {
+    try {
+      pqxx::connection c(pg.url());
+      pqxx::nontransaction n(c);
+      auto r = n.exec("SELECT processed_files FROM sync_jobs WHERE id = 1");
+      return r.empty() ? -1L : r[0][0].as<long>();
+    } catch (const std::exception&) {
+      return -1L;
+    }
+  };
+  long before = -1;
+  for (int i = 0; i < 3000 && before <= 0; ++i) {
+    std::this_thread::sleep_for(2ms);
+    before = processed();
+  }
+  REQUIRE(before > 0);
+  REQUIRE(before < 5000);  // restarted mid-run
+  REQUIRE(pg.script("restart") == 0);
+  int rc = wait_pid(pid);
+  auto log = read_file(t / "run.err");
+  INFO(log);
+  REQUIRE(rc == 0);
+  CHECK_THAT(log, Catch::Contains("lost the database connection")
+                    && Catch::Contains("reachable again"));
+  pqxx::connection c(pg.url());
+  pqxx::nontransaction n(c);
+  CHECK(n.exec("SELECT status FROM sync_jobs WHERE id = 1")[0][0].as<std::string>() == "completed");
+  CHECK(n.exec("SELECT count(*) FROM file_results WHERE job_id = 1")[0][0].as<long>() == 5000);
+  CHECK(n.exec("SELECT count(DISTINCT path) FROM file_results WHERE job_id = 1")[0][0].as<long>()
+        == 5000);
+  CHECK(n.exec("SELECT processed_files FROM sync_jobs WHERE id = 1")[0][0].as<long>() == 5000);
+  require_same_tree(t / "src", t / "lib", paths);
+}
+
+TEST_CASE("PostgreSQL away past the reconnect limit: interrupted, exit 3, resumable",
+          "[e2e][postgres]") {
+  temp_dir t;
+  private_pg_server pg(t);
+  make_tree(t / "src", 3000, 4000, 30);
+  auto pid = start_mediasync({"sync", t / "src", t / "lib", "--db", pg.url(), "--workers", "2",
+                              "--batch-size", "25", "--progress", "none", "--no-thumbnails",
+                              "--db-reconnect-limit", "2000"},
+                             t / "run");
+  for (int i = 0; i < 3000; ++i) {
+    std::this_thread::sleep_for(2ms);
+    try {
+      pqxx::connection c(pg.url());
+      pqxx::nontransaction n(c);
+      auto r = n.exec("SELECT processed_files FROM sync_jobs WHERE id = 1");
+      if (!r.empty() && r[0][0].as<long>() > 0)
+        break;
+    } catch (const std::exception&) {
+    }
+  }
+  // Stop the server (keep its data) and leave it down past the limit.
+  REQUIRE(std::system(("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D '" + t / "pg/data"
+                       + "' -m fast -w stop >/dev/null 2>&1").c_str()) == 0);
+  int rc = wait_pid(pid);
+  auto log = read_file(t / "run.err");
+  INFO(log);
+  CHECK(rc == 3);
+  CHECK_THAT(log, Catch::Contains("unreachable") && Catch::Contains("resume"));
+  REQUIRE(std::system(("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D '" + t / "pg/data"
+                       + "' -l '" + t / "pg/server.log" + "' -w start >/dev/null 2>&1").c_str()) == 0);
+  auto r = run_mediasync({"resume", "1", "--db", pg.url(), "--progress", "none"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  pqxx::connection c(pg.url());
+  pqxx::nontransaction n(c);
+  CHECK(n.exec("SELECT count(*) FROM file_results WHERE job_id = 1")[0][0].as<long>() == 3000);
+  CHECK(n.exec("SELECT processed_files FROM sync_jobs WHERE id = 1")[0][0].as<long>() == 3000);
+}
+
+TEST_CASE("two jobs at once on one PostgreSQL database both complete correctly",
+          "[e2e][postgres]") {
+  temp_dir t;
+  test_db db("postgres", t);
+  auto a = make_tree(t / "a", 1500, 2000, 15);
+  auto b = make_tree(t / "b", 1200, 3000, 12);
+  auto pa = start_mediasync({"sync", t / "a", t / "lib-a", "--db", db.url(), "--progress", "none"},
+                            t / "ra");
+  auto pb = start_mediasync({"sync", t / "b", t / "lib-b", "--db", db.url(), "--progress", "none"},
+                            t / "rb");
+  CHECK(wait_pid(pa) == 0);
+  CHECK(wait_pid(pb) == 0);
+  INFO(read_file(t / "ra.err") << read_file(t / "rb.err"));
+  CHECK(db.num("SELECT count(*) FROM sync_jobs WHERE status = 'completed'") == 2);
+  CHECK(db.num("SELECT sum(processed_files) FROM sync_jobs") == 2700);
+  check_counters(db, 1);
+  check_counters(db, 2);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE stage='sync'") == 2700);
+  require_same_tree(t / "a", t / "lib-a", a);
+  require_same_tree(t / "b", t / "lib-b", b);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts or stops a throw-away PostgreSQL 15 server for the tests.
 #
-# Usage: tests/pg_server.sh start DIR
+# Usage: tests/pg_server.sh start|stop|restart DIR
 #        tests/pg_server.sh stop DIR
 #
 # start: creates DIR (owned by the `postgres` OS user, as initdb refuses to run
@@ -25,7 +25,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 log() { printf 'pg_server: %s\n' "$*" >&2; }
 die() { printf 'pg_server: ERROR: %s\n' "$*" >&2; exit 1; }
 
-usage() { die "usage: $0 start|stop DIR"; }
+usage() { die "usage: $0 start|stop|restart DIR"; }
 
 [[ $# -eq 2 ]] || usage
 cmd=$1
@@ -179,5 +179,10 @@ remove_dir() {
 case $cmd in
   start) start ;;
   stop) stop ;;
+  restart)  # what a server restart looks like to clients: every connection drops
+    is_running || die "no server running in $dir"
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
+      || die "pg_ctl restart failed for $dir/data; see $dir/server.log"
+    log "restarted the server of $dir" ;;
   *) usage ;;
 esac
