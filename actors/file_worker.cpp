@@ -85,7 +85,8 @@ namespace {
 
 /// Runs one imaging step on the task's library, turning imaging errors into failed outcomes.
 template <class F>
-file_outcome imaging_step(const file_task& task, F&& step) {
+file_outcome imaging_step(const file_task& task, int vips_threads, F&& step) {
+  imaging_init(vips_threads);  // once per process; later calls only set the thread count
   file_outcome out;
   out.path = task.path;
   out.mime = task.mime;
@@ -113,9 +114,9 @@ file_outcome imaging_step(const file_task& task, F&& step) {
 
 } // namespace
 
-ingest_function make_processing_work(const imaging_settings& settings) {
-  return [settings](const file_task& task) {
-    return imaging_step(task, [&](int fd, file_outcome& out) {
+ingest_function make_processing_work(const imaging_settings& settings, int vips_threads) {
+  return [settings, vips_threads](const file_task& task) {
+    return imaging_step(task, vips_threads, [&](int fd, file_outcome& out) {
       auto r = make_thumbnails(fd, task.library_path, settings);
       out.width = r.info.width;
       out.height = r.info.height;
@@ -127,9 +128,9 @@ ingest_function make_processing_work(const imaging_settings& settings) {
   };
 }
 
-ingest_function make_watermark_work(const imaging_settings& settings) {
-  return [settings](const file_task& task) {
-    return imaging_step(task, [&](int fd, file_outcome& out) {
+ingest_function make_watermark_work(const imaging_settings& settings, int vips_threads) {
+  return [settings, vips_threads](const file_task& task) {
+    return imaging_step(task, vips_threads, [&](int fd, file_outcome& out) {
       out.preview_path = make_preview(fd, task.thumbnail, task.library_path, settings);
     });
   };

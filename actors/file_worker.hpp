@@ -21,9 +21,11 @@ ingest_function make_library_ingest();
 struct imaging_settings;
 
 /// The processing stage: image metadata and thumbnails of the task's library file.
-ingest_function make_processing_work(const imaging_settings& settings);
+/// libvips starts at the first image (a run without images never pays its start-up),
+/// with `vips_threads` threads per pipeline.
+ingest_function make_processing_work(const imaging_settings& settings, int vips_threads);
 
 /// The watermark stage: a watermarked preview from the task's largest thumbnail.
-ingest_function make_watermark_work(const imaging_settings& settings);
+ingest_function make_watermark_work(const imaging_settings& settings, int vips_threads);
 
 } // namespace ms

@@ -44,9 +44,9 @@ file_worker_actor spawn_worker(sup_ptr self, stage s) {
   if (make)
     fn = make();
   else if (s == stage::processing)
-    fn = make_processing_work(st.settings.imaging);
+    fn = make_processing_work(st.settings.imaging, st.settings.vips_threads);
   else if (s == stage::watermark)
-    fn = make_watermark_work(st.settings.imaging);
+    fn = make_watermark_work(st.settings.imaging, st.settings.vips_threads);
   auto w = spawn_file_worker(self->system(), std::move(fn));
   self->monitor(w);
   return w;

@@ -23,6 +23,7 @@ struct supervisor_settings {
   /// threads). Empty: the real stage (ingest, thumbnails, watermark); tests inject their own.
   std::array<std::function<ingest_function()>, stage_count> make_work;
   imaging_settings imaging;          ///< for the processing and watermark stages
+  int vips_threads = 1;              ///< threads per libvips pipeline (cores / processing workers)
 };
 
 /// Spawns the supervisor; it spawns the writer on `db` and the worker pool at once.

@@ -201,12 +201,10 @@ int run_job(const options& opt, job_spec spec) {
   ss.writer.batch_size = opt.batch_size;
   ss.writer.flush_interval = opt.flush_interval;
   ss.writer.reconnect_limit = opt.db_reconnect_limit;
+  // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).
+  auto cores = std::max(1u, std::thread::hardware_concurrency());
+  ss.vips_threads = static_cast<int>(std::max<std::size_t>(1, cores / opt.processing_workers));
   auto db = open_db(opt.db, storage::open_mode::read_write);
-  if (spec.thumbnails) {
-    // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).
-    auto cores = std::max(1u, std::thread::hardware_concurrency());
-    imaging_init(static_cast<int>(std::max<std::size_t>(1, cores / opt.processing_workers)));
-  }
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -90,6 +92,53 @@ COMMENT ON COLUMN media_items.source_root_raw IS 'see file_results.path_raw';
 COMMENT ON COLUMN media_items.path_raw IS 'see file_results.path_raw';
 COMMENT ON COLUMN media_items.library_path_raw IS 'see file_results.path_raw';
 )sql",
+    // version 2: the image stages (processing, watermark).
+    // file_results first, then media_items: the order in which a version 1 writer
+    // still running locks them, so it finishes (or waits) instead of deadlocking,
+    // and no row of it escapes the job_stage_counters backfill.
+    R"sql(
+LOCK TABLE file_results IN SHARE MODE;
+
+ALTER TABLE media_items
+  ADD COLUMN width            integer,
+  ADD COLUMN height           integer,
+  ADD COLUMN taken_at         timestamptz,
+  ADD COLUMN orientation      smallint,
+  ADD COLUMN thumbnail_paths  jsonb
+             CONSTRAINT media_items_thumbnail_paths_array
+             CHECK (jsonb_typeof(thumbnail_paths) = 'array'),
+  ADD COLUMN preview_path     text COLLATE "C",
+  ADD COLUMN preview_path_raw bytea;
+
+CREATE TABLE job_stage_counters (
+  job_id        bigint NOT NULL,
+  stage         text   NOT NULL CHECK (stage IN ('sync', 'processing', 'watermark')),
+  ok_files      bigint NOT NULL DEFAULT 0,
+  failed_files  bigint NOT NULL DEFAULT 0,
+  skipped_files bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (job_id, stage)
+);
+
+-- The rows committed before this version (all stages) count from the start.
+INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_files)
+SELECT job_id, stage,
+       count(*) FILTER (WHERE status = 'ok'),
+       count(*) FILTER (WHERE status = 'failed'),
+       count(*) FILTER (WHERE status = 'skipped')
+FROM file_results GROUP BY job_id, stage;
+
+COMMENT ON COLUMN media_items.taken_at IS
+  'when the picture was taken (EXIF); a time without UTC offset is stored as if it were UTC;'
+  ' NULL when unknown or not a valid date and time';
+COMMENT ON COLUMN media_items.orientation IS 'EXIF orientation 1..8, 0 if unknown';
+COMMENT ON COLUMN media_items.thumbnail_paths IS
+  'JSON array of library-relative paths, largest first; bytes that are not UTF-8 (and NUL)'
+  ' are replaced by U+FFFD';
+COMMENT ON COLUMN media_items.preview_path_raw IS 'see file_results.path_raw';
+COMMENT ON TABLE job_stage_counters IS
+  'per job and stage: the counts of its file_results rows by status, equal in every'
+  ' committed state';
+)sql",
 };
 static_assert(std::size(migrations) == postgres_schema_version,
               "postgres_schema_version must equal the number of migrations");
@@ -145,7 +194,8 @@ const prepared statements[] = {
      "                                            WHEN 'watermark' THEN 4 ELSE 0 END), 0)"
      "        FROM file_results f"
      "        WHERE f.job_id = $1 AND f.path = q.path"
-     "          AND f.path_raw IS NOT DISTINCT FROM q.raw)"
+     "          AND f.path_raw IS NOT DISTINCT FROM q.raw),"
+     "       m.thumbnail_paths::text, m.preview_path, m.preview_path_raw"
      " FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS q(path, raw, n)"
      " LEFT JOIN media_items m"
      "   ON " MS_NAME_EQ("m.source_root", "$2", "$3") " AND m.path = q.path"
@@ -181,13 +231,17 @@ const prepared statements[] = {
 
 // The batch commit. First try (commit()): one transaction with COPY of the
 // rows into file_results, then ms_commit_media for the media_items upserts and
-// the counters. When a row exists already (a redone batch), the COPY fails with
-// a unique violation, and the batch runs again as ms_commit_redo.
+// the counters, then (when the batch has such outcomes) ms_commit_images for the
+// image columns. When a row exists already (a redone batch), the COPY fails with
+// a unique violation, and the batch runs again as ms_commit_redo, followed by
+// ms_commit_images for the image outcomes among the rows it inserted.
 
 /// media_items upsert: content-derived fields (sha256, mime, library_path) are
 /// replaced together when the outcome carries a hash and kept when it does not
 /// (a skip that did not re-read the file); size, mtime_ns and last_job_id are
-/// always written, missing reset. Rows go in key order, so concurrent jobs
+/// always written, missing reset. A hash different from the stored one (new
+/// content) clears thumbnail_paths and preview_path: those files show the old
+/// content. Rows go in key order, so concurrent jobs
 /// upserting the same items lock them in the same order. Each item comes at
 /// most once (only stage sync outcomes upsert media rows, and commit() keeps one
 /// outcome per (path, stage)), as ON CONFLICT DO UPDATE requires. `src` names
@@ -211,13 +265,34 @@ std::string media_upsert_sql(const std::string& src, const std::string& where) {
          "    sha256 = COALESCE(excluded.sha256, m.sha256),"
          "    mime = CASE WHEN excluded.sha256 IS NULL THEN m.mime ELSE excluded.mime END,"
          "    last_job_id = excluded.last_job_id,"
-         "    missing = false";
+         "    missing = false,"
+         "    thumbnail_paths = CASE WHEN excluded.sha256 IS NULL OR excluded.sha256 = m.sha256"
+         "                      THEN m.thumbnail_paths END,"
+         "    preview_path = CASE WHEN excluded.sha256 IS NULL OR excluded.sha256 = m.sha256"
+         "                   THEN m.preview_path END,"
+         "    preview_path_raw = CASE WHEN excluded.sha256 IS NULL OR excluded.sha256 = m.sha256"
+         "                       THEN m.preview_path_raw END";
+}
+
+/// Adds per-stage counts to job_stage_counters: `src` yields (stage, ok, failed,
+/// skipped) rows, at most one per stage.
+std::string stage_counters_sql(const std::string& src) {
+  return "  INSERT INTO job_stage_counters AS c (job_id, stage, ok_files, failed_files,"
+         "                                       skipped_files)"
+         "  " + src +
+         "  ON CONFLICT (job_id, stage) DO UPDATE SET"
+         "    ok_files = c.ok_files + excluded.ok_files,"
+         "    failed_files = c.failed_files + excluded.failed_files,"
+         "    skipped_files = c.skipped_files + excluded.skipped_files";
 }
 
 /// After the COPY: the media_items rows of the batch and the counters (every
 /// row of the batch was new). $1 job, $2/$3 source root, $4..$11 one array per
-/// media column (rows with touches_media only), $12..$15 the counter increments.
-/// No row comes back (and the caller rolls back) when the job does not exist.
+/// media column (sync rows with touches_media only), $12..$15 the sync_jobs
+/// counter increments (stage sync: ok, failed, skipped, ok bytes), $16..$21 the
+/// job_stage_counters increments of stages processing and watermark (ok, failed,
+/// skipped; stage sync's are $12..$14). No row comes back (and the caller rolls
+/// back) when the job does not exist.
 std::string commit_media_sql() {
   return "WITH med AS (" +
          media_upsert_sql(
@@ -226,6 +301,15 @@ std::string commit_media_sql() {
              "  AS b(path, path_raw, library_path, library_path_raw, size, mtime_ns, sha256,"
              "       mime)",
              "EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)") +
+         "), stc AS (" +
+         stage_counters_sql(
+             "SELECT $1, v.stage, v.ok, v.failed, v.skipped"
+             "  FROM (VALUES ('sync', $12::bigint, $13::bigint, $14::bigint),"
+             "               ('processing', $16::bigint, $17::bigint, $18::bigint),"
+             "               ('watermark', $19::bigint, $20::bigint, $21::bigint))"
+             "       AS v(stage, ok, failed, skipped)"
+             "  WHERE v.ok + v.failed + v.skipped > 0"
+             "    AND EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)") +
          ")"
          " UPDATE sync_jobs SET"
          "   processed_files = processed_files + $12::bigint,"
@@ -239,8 +323,11 @@ std::string commit_media_sql() {
 
 /// A redone batch, one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING
 /// the new rows, media_items and the counters from those only. $1 job, $2/$3
-/// source root, $4..$17 one array per column (see commit()). No row comes back
-/// (nothing written) when the job does not exist.
+/// source root, $4..$17 one array per column (see commit(); `touches` is the
+/// outcome's touches_media, any stage). No row comes back (nothing written) when
+/// the job does not exist; else one row: the number of new rows, and the
+/// positions (1-based, in the arrays) of the new processing / watermark rows
+/// with touches_media, for ms_commit_images (NULL when there are none).
 std::string commit_redo_sql() {
   const std::string src =
       "b JOIN ins ON ins.path = b.path AND ins.stage = b.stage"
@@ -249,10 +336,10 @@ std::string commit_redo_sql() {
          "  SELECT * FROM unnest($4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[],"
          "                       $9::text[], $10::text[], $11::bytea[], $12::bigint[],"
          "                       $13::boolean[], $14::bigint[], $15::text[], $16::text[],"
-         "                       $17::bytea[])"
+         "                       $17::bytea[]) WITH ORDINALITY"
          "    AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
          "                         duration_us, touches, mtime_ns, mime, library_path,"
-         "         library_path_raw)"
+         "         library_path_raw, n)"
          "  WHERE EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)"
          "), ins AS ("
          "  INSERT INTO file_results AS f (job_id, path, path_raw, stage, status, size, sha256,"
@@ -262,10 +349,18 @@ std::string commit_redo_sql() {
          "  ON CONFLICT ON CONSTRAINT file_results_key DO NOTHING"
          "  RETURNING f.path, f.path_raw, f.stage"
          "), med AS (" +
-         media_upsert_sql(src, "b.touches") +
+         media_upsert_sql(src, "b.touches AND b.stage = 'sync'") +
+         "), stc AS (" +
+         stage_counters_sql(
+             "SELECT $1, b.stage, count(*) FILTER (WHERE b.status = 'ok'),"
+             "       count(*) FILTER (WHERE b.status = 'failed'),"
+             "       count(*) FILTER (WHERE b.status = 'skipped')"
+             "  FROM " + src + " GROUP BY b.stage ORDER BY b.stage") +
          "), cnt AS ("
          // The job counters mirror count_rows(), which counts stage sync.
          "  SELECT count(*) AS n,"
+         "         array_agg(b.n ORDER BY b.n)"
+         "           FILTER (WHERE b.touches AND b.stage <> 'sync') AS images,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'ok') AS ok,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'failed') AS failed,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'skipped') AS skipped,"
@@ -280,8 +375,49 @@ std::string commit_redo_sql() {
          "   processed_bytes = j.processed_bytes + cnt.bytes,"
          "   updated_at = now()"
          " FROM cnt WHERE j.id = $1"
-         " RETURNING cnt.n";
+         " RETURNING cnt.n, cnt.images";
 }
+
+/// The image columns of the batch's new processing / watermark outcomes with
+/// touches_media, after the media upserts (a separate statement: one statement
+/// neither sees the rows its upsert inserts nor may update a row twice). One
+/// element per media item (a processing and a watermark outcome of the same path
+/// share it): $1/$2 source root, $3/$4 path, $5 has a processing outcome, $6..$10
+/// its width, height, orientation, taken_at, thumbnail_paths; $11 has a
+/// watermark outcome, $12/$13 its preview_path. Items without a media_items row
+/// are left alone. Its rows were locked by ms_lock_media.
+constexpr const char* commit_images_sql =
+    "UPDATE media_items AS m SET"
+    "  width = CASE WHEN u.img THEN u.width ELSE m.width END,"
+    "  height = CASE WHEN u.img THEN u.height ELSE m.height END,"
+    "  orientation = CASE WHEN u.img THEN u.orientation ELSE m.orientation END,"
+    "  taken_at = CASE WHEN u.img THEN u.taken_at ELSE m.taken_at END,"
+    "  thumbnail_paths = CASE WHEN u.img THEN u.thumbs ELSE m.thumbnail_paths END,"
+    "  preview_path = CASE WHEN u.prev THEN u.preview ELSE m.preview_path END,"
+    "  preview_path_raw = CASE WHEN u.prev THEN u.preview_raw ELSE m.preview_path_raw END"
+    " FROM unnest($3::text[], $4::bytea[], $5::boolean[], $6::integer[], $7::integer[],"
+    "             $8::smallint[], $9::timestamptz[], $10::jsonb[], $11::boolean[], $12::text[],"
+    "             $13::bytea[])"
+    "   AS u(path, path_raw, img, width, height, orientation, taken_at, thumbs, prev, preview,"
+    "        preview_raw)"
+    " WHERE " MS_NAME_EQ("m.source_root", "$1", "$2") " AND m.path = u.path"
+    "   AND m.path_raw IS NOT DISTINCT FROM u.path_raw";
+
+/// Before the upsert of a batch with image outcomes: locks the existing
+/// media_items rows of two name lists ($3/$4 and $5/$6; $1/$2 source root) in
+/// key order, the upsert's order. Without it, the upsert (in key order) and the
+/// image UPDATE of one transaction could lock rows in an order crossing another
+/// job's, a deadlock (each one costs the server's deadlock_timeout, 1 s by
+/// default, before the retry).
+constexpr const char* lock_media_sql =
+    "SELECT count(*) FROM ("
+    "  SELECT 1 FROM media_items m"
+    "  JOIN (SELECT * FROM unnest($3::text[], $4::bytea[])"
+    "        UNION ALL SELECT * FROM unnest($5::text[], $6::bytea[])) AS k(path, path_raw)"
+    "    ON " MS_NAME_EQ("m.source_root", "$1", "$2") " AND m.path = k.path"
+    "   AND m.path_raw IS NOT DISTINCT FROM k.path_raw"
+    "  ORDER BY m.path, m.path_raw"
+    "  FOR UPDATE OF m) AS locked";
 
 // ---------------------------------------------------------------------------
 // Small helpers.
@@ -428,6 +564,7 @@ public:
   void clear() {
     s_.assign(1, '{');
     first_ = true;
+    done_ = false;
   }
   void null() {
     sep();
@@ -476,8 +613,10 @@ public:
     sep();
     s_ += v ? 't' : 'f';
   }
+  /// The literal. Idempotent: a retried transaction sends the same literal again.
   const std::string& finish() {
-    s_ += '}';
+    if (!done_) s_ += '}';
+    done_ = true;
     return s_;
   }
 
@@ -488,6 +627,7 @@ private:
   }
   std::string s_ = "{";
   bool first_ = true;
+  bool done_ = false;
 };
 
 /// Appends a name to a (text[], bytea[]) pair of arrays; `optional` names
@@ -577,8 +717,47 @@ void copy_number(std::string& out, std::int64_t v) {
 
 /// True when the outcome upserts its media_items row: touches_media on a sync
 /// outcome. (On processing / watermark outcomes touches_media asks for the
-/// image columns, which this schema does not have yet: see postgres_store.hpp.)
+/// image columns instead: see touches_image_columns.)
 bool touches_media_row(const file_outcome& o) { return o.touches_media && o.stg == stage::sync; }
+
+/// True when the outcome writes media_items' image columns (ms_commit_images).
+bool touches_image_columns(const file_outcome& o) {
+  return o.touches_media && o.stg != stage::sync;
+}
+
+/// media_items.thumbnail_paths as JSON text: an array of strings. JSON (and so
+/// jsonb) cannot hold bytes that are not UTF-8: they become U+FFFD, as in the
+/// SQLite backend; so does NUL, which jsonb refuses (\u0000) and which no
+/// file name holds.
+std::string thumbnails_json(const std::vector<std::string>& paths) {
+  auto has_nul = [](const std::string& p) { return p.find('\0') != std::string::npos; };
+  if (std::none_of(paths.begin(), paths.end(), has_nul))
+    return nlohmann::json(paths).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::vector<std::string> clean = paths;
+  for (std::string& p : clean)
+    for (std::size_t i = 0; (i = p.find('\0', i)) != std::string::npos; i += 3)
+      p.replace(i, 1, "\xEF\xBF\xBD");
+  return nlohmann::json(clean).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// Parses media_items.thumbnail_paths (jsonb text); anything but an array of
+/// strings reads as no paths.
+void thumbnails_from_json(const pqxx::field& f, std::vector<std::string>& out) {
+  out.clear();
+  if (f.is_null()) return;
+  auto j = nlohmann::json::parse(f.c_str(), f.c_str() + f.size(), nullptr, false);
+  if (!j.is_array()) return;
+  out.reserve(j.size());
+  for (auto& e : j)
+    if (e.is_string()) out.push_back(e.get<std::string>());
+}
+
+bool is_leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+int days_in_month(int y, int m) {
+  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
+}
 
 /// Field text, exact bytes; NULL reads as empty.
 void field_text(const pqxx::field& f, std::string& out) {
@@ -678,6 +857,70 @@ std::string redact_url(std::string url) {
   return url;
 }
 
+bool pg_timestamptz_literal(std::string_view iso, std::string& out) {
+  out.clear();
+  std::size_t i = 0;
+  // `n` digits at i as a number in [lo, hi].
+  auto num = [&](std::size_t n, int lo, int hi, int& v) {
+    if (i + n > iso.size()) return false;
+    v = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      char c = iso[i + k];
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + (c - '0');
+    }
+    i += n;
+    return v >= lo && v <= hi;
+  };
+  auto sep = [&](std::string_view any) {
+    if (i >= iso.size() || any.find(iso[i]) == std::string_view::npos) return false;
+    ++i;
+    return true;
+  };
+  int y, mo, d, h, mi, sec;
+  if (!num(4, 1, 9999, y) || !sep("-") || !num(2, 1, 12, mo) || !sep("-") ||
+      !num(2, 1, 31, d) || d > days_in_month(y, mo) || !sep("Tt ") || !num(2, 0, 23, h) ||
+      !sep(":") || !num(2, 0, 59, mi) || !sep(":") || !num(2, 0, 60, sec))
+    return false;
+  std::string frac;
+  if (i < iso.size() && (iso[i] == '.' || iso[i] == ',')) {
+    ++i;
+    std::size_t start = i;
+    while (i < iso.size() && iso[i] >= '0' && iso[i] <= '9') ++i;
+    if (i == start) return false;
+    frac.assign(iso.substr(start, std::min<std::size_t>(i - start, 6))); // microseconds
+  }
+  char sign = '+';
+  int oh = 0, om = 0;
+  if (i < iso.size()) {
+    if (iso[i] == 'Z' || iso[i] == 'z') {
+      ++i;
+    } else if (iso[i] == '+' || iso[i] == '-') {
+      sign = iso[i++];
+      if (!num(2, 0, 15, oh)) return false;
+      if (i < iso.size()) {
+        if (iso[i] == ':') ++i;
+        if (!num(2, 0, 59, om)) return false;
+      }
+    } else {
+      return false;
+    }
+  }
+  if (i != iso.size()) return false;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d", y, mo, d, h, mi, sec);
+  out = buf;
+  if (!frac.empty()) out += "." + frac;
+  std::snprintf(buf, sizeof buf, "%c%02d:%02d", sign, oh, om);
+  out += buf;
+  return true;
+}
+
+std::string_view postgres_migration_sql(int version) {
+  if (version < 1 || version > postgres_schema_version) return {};
+  return migrations[version - 1];
+}
+
 std::string pg_display_form(std::string_view bytes, bool& exact) {
   exact = is_exact_text(bytes);
   if (exact) return std::string(bytes);
@@ -721,6 +964,9 @@ struct postgres_store::impl {
   // Reused buffers of commit() and lookup().
   array_literal a_path, a_path_raw, a_stage, a_status, a_size, a_sha, a_error, a_error_raw,
       a_duration, a_touches, a_mtime, a_mime, a_lib, a_lib_raw;
+  // ms_commit_images
+  array_literal i_path, i_path_raw, i_img, i_width, i_height, i_orientation, i_taken, i_thumbs,
+      i_prev, i_preview, i_preview_raw;
   std::string scratch;
   std::string copy_buf;
 
@@ -827,6 +1073,8 @@ struct postgres_store::impl {
     }
     ns->conn->prepare("ms_commit_media", commit_media_sql());
     ns->conn->prepare("ms_commit_redo", commit_redo_sql());
+    ns->conn->prepare("ms_commit_images", commit_images_sql);
+    ns->conn->prepare("ms_lock_media", lock_media_sql);
     for (const prepared& p : statements) {
       if (p.sql) {
         ns->conn->prepare(p.name, p.sql);
@@ -1048,6 +1296,77 @@ struct postgres_store::impl {
   bool exists(pqxx::transaction_base& t, std::uint64_t job_id) {
     return !t.exec_prepared("ms_job_exists", to_i64(job_id)).empty();
   }
+
+  /// Fills the i_* arrays of ms_commit_images from `images` (processing and
+  /// watermark outcomes with touches_media, at most one per (path, stage)): one
+  /// element per path. Returns false when there is nothing to write.
+  bool build_images(const std::vector<const file_outcome*>& images) {
+    if (images.empty()) return false;
+    struct item {
+      const file_outcome* processing = nullptr;
+      const file_outcome* watermark = nullptr;
+    };
+    std::vector<item> items;
+    items.reserve(images.size());
+    std::unordered_map<std::string_view, std::size_t> index;
+    index.reserve(images.size());
+    for (const file_outcome* o : images) {
+      auto [it, fresh] = index.emplace(o->path, items.size());
+      if (fresh) items.emplace_back();
+      item& x = items[it->second];
+      (o->stg == stage::processing ? x.processing : x.watermark) = o;
+    }
+    for (array_literal* a : {&i_path, &i_path_raw, &i_img, &i_width, &i_height, &i_orientation,
+                             &i_taken, &i_thumbs, &i_prev, &i_preview, &i_preview_raw})
+      a->clear();
+    std::string ts;
+    for (const item& x : items) {
+      const file_outcome& any = x.processing ? *x.processing : *x.watermark;
+      add_name(i_path, i_path_raw, any.path, false, scratch);
+      i_img.boolean(x.processing != nullptr);
+      if (const file_outcome* p = x.processing) {
+        i_width.number(p->width);
+        i_height.number(p->height);
+        if (p->orientation >= std::numeric_limits<std::int16_t>::min() &&
+            p->orientation <= std::numeric_limits<std::int16_t>::max())
+          i_orientation.number(p->orientation);
+        else
+          i_orientation.null();
+        if (pg_timestamptz_literal(p->taken_at, ts))
+          i_taken.text(ts);
+        else
+          i_taken.null();
+        i_thumbs.text(thumbnails_json(p->thumbnail_paths));
+      } else {
+        for (array_literal* a : {&i_width, &i_height, &i_orientation, &i_taken, &i_thumbs})
+          a->null();
+      }
+      i_prev.boolean(x.watermark != nullptr);
+      if (x.watermark) {
+        add_name(i_preview, i_preview_raw, x.watermark->preview_path, true, scratch);
+      } else {
+        i_preview.null();
+        i_preview_raw.null();
+      }
+    }
+    return true;
+  }
+
+  /// Runs ms_lock_media on the names of `names` / `raws` and of the arrays
+  /// build_images() filled.
+  void lock_media(pqxx::transaction_base& t, const name_param& root, array_literal& names,
+                  array_literal& raws) {
+    t.exec_prepared("ms_lock_media", root.text, root.raw, names.finish(), raws.finish(),
+                    i_path.finish(), i_path_raw.finish());
+  }
+
+  /// Runs ms_commit_images on the arrays build_images() filled.
+  void exec_images(pqxx::transaction_base& t, const name_param& root) {
+    t.exec_prepared("ms_commit_images", root.text, root.raw, i_path.finish(),
+                    i_path_raw.finish(), i_img.finish(), i_width.finish(), i_height.finish(),
+                    i_orientation.finish(), i_taken.finish(), i_thumbs.finish(), i_prev.finish(),
+                    i_preview.finish(), i_preview_raw.finish());
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -1155,9 +1474,8 @@ void postgres_store::lookup(std::uint64_t job_id, const std::string& source_root
       k.missing = field_bool(row[7]);
       k.stages_done = static_cast<std::uint8_t>(field_i64(row[8]));
       k.has_result = (k.stages_done & (1u << static_cast<unsigned>(stage::sync))) != 0;
-      // Image columns are not in this schema yet (see postgres_store.hpp).
-      k.thumbnail_paths.clear();
-      k.preview_path.clear();
+      thumbnails_from_json(row[9], k.thumbnail_paths);
+      impl::read_name(row[10], row[11], k.preview_path);
     }
   });
 }
@@ -1207,6 +1525,8 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
                            &d.a_mtime, &d.a_sha, &d.a_mime})
     a->clear();
   std::int64_t ok = 0, failed = 0, skipped = 0, bytes = 0;
+  std::int64_t per_stage[stage_count][3] = {}; // [stage][status]: for job_stage_counters
+  std::vector<const file_outcome*> images;     // rows for ms_commit_images
   const std::string job_s = std::to_string(job_id);
   for (const file_outcome* o : rows) {
     if (!copy.empty()) copy += '\n';
@@ -1225,6 +1545,10 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     copy_name(copy, o->error, true, d.scratch);
     copy += '\t';
     copy_number(copy, o->duration_us);
+    if (static_cast<std::size_t>(o->stg) < stage_count &&
+        static_cast<std::size_t>(o->status) < 3)
+      ++per_stage[static_cast<std::size_t>(o->stg)][static_cast<std::size_t>(o->status)];
+    if (touches_image_columns(*o)) images.push_back(o);
     if (o->stg == stage::sync) { // the counters mirror count_rows(), which counts stage sync
       switch (o->status) {
         case file_status::ok:
@@ -1247,6 +1571,11 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   static const std::vector<std::string> copy_columns = {
       "job_id", "path", "path_raw", "stage", "status", "size", "sha256", "error", "error_raw",
       "duration_us"};
+  auto stage_count_of = [&](stage sg, file_status st) {
+    return per_stage[static_cast<std::size_t>(sg)][static_cast<std::size_t>(st)];
+  };
+  const bool has_images = d.build_images(images);
+  const std::vector<const file_outcome*> images_all = images; // for a redo
 
   // Connection loss: every try is one transaction, rolled back by the server
   // unless the connection broke during COMMIT (in_doubt_error). Deadlocks and
@@ -1281,19 +1610,27 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
             if (e.sqlstate() == "23505") return std::nullopt; // a row exists: redo
             throw;
           }
+          if (has_images) d.lock_media(w, root, d.a_path, d.a_path_raw);
           auto r = w.exec_prepared("ms_commit_media", to_i64(job_id), root.text, root.raw,
                                    d.a_path.finish(), d.a_path_raw.finish(), d.a_lib.finish(),
                                    d.a_lib_raw.finish(), d.a_size.finish(), d.a_mtime.finish(),
                                    d.a_sha.finish(), d.a_mime.finish(), ok, failed, skipped,
-                                   bytes);
+                                   bytes, stage_count_of(stage::processing, file_status::ok),
+                                   stage_count_of(stage::processing, file_status::failed),
+                                   stage_count_of(stage::processing, file_status::skipped),
+                                   stage_count_of(stage::watermark, file_status::ok),
+                                   stage_count_of(stage::watermark, file_status::failed),
+                                   stage_count_of(stage::watermark, file_status::skipped));
           if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // rolls back
+          if (has_images) d.exec_images(w, root);
           w.commit();
           return rows.size();
         });
       });
 
   if (!inserted) {
-    // A redone batch: one statement that inserts only the new rows and counts them.
+    // A redone batch: one statement that inserts only the new rows and counts them
+    // (then the image columns of the new image rows it reports).
     for (array_literal* a : {&d.a_path, &d.a_path_raw, &d.a_stage, &d.a_status, &d.a_size,
                              &d.a_sha, &d.a_error, &d.a_error_raw, &d.a_duration, &d.a_touches,
                              &d.a_mtime, &d.a_mime, &d.a_lib, &d.a_lib_raw})
@@ -1306,7 +1643,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
       add_plain(d.a_sha, o->sha256, d.scratch);
       add_name(d.a_error, d.a_error_raw, o->error, true, d.scratch);
       d.a_duration.number(o->duration_us);
-      d.a_touches.boolean(touches_media_row(*o));
+      d.a_touches.boolean(o->touches_media);
       if (touches_media_row(*o)) {
         d.a_mtime.number(o->mtime_ns);
         add_plain(d.a_mime, o->mime, d.scratch);
@@ -1327,12 +1664,28 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     inserted = d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
       return retrying([&]() -> std::uint64_t {
         pqxx::work w(c);
+        // The batch's image rows (new or not: locking more is harmless), and all its names.
+        if (d.build_images(images_all)) d.lock_media(w, root, d.a_path, d.a_path_raw);
         auto r = w.exec_prepared("ms_commit_redo", to_i64(job_id), root.text, root.raw, *args[0],
                                  *args[1], *args[2], *args[3], *args[4], *args[5], *args[6],
                                  *args[7], *args[8], *args[9], *args[10], *args[11], *args[12],
                                  *args[13]);
         if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // nothing written
         std::uint64_t n = to_u64(field_i64(r[0][0]));
+        // The new image rows: positions in `rows` as "{3,17,...}", NULL when none.
+        images.clear();
+        if (const pqxx::field f = r[0][1]; !f.is_null()) {
+          const char* p = f.c_str();
+          const char* end = p + f.size();
+          while (p < end) {
+            std::size_t pos = 0;
+            auto res = std::from_chars(p, end, pos);
+            if (res.ec == std::errc() && pos >= 1 && pos <= rows.size())
+              images.push_back(rows[pos - 1]);
+            p = res.ptr == p ? p + 1 : res.ptr;
+          }
+        }
+        if (d.build_images(images)) d.exec_images(w, root);
         w.commit();
         return n;
       });

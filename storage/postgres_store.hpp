@@ -22,19 +22,41 @@
 //   media_items(id bigint identity PRIMARY KEY, source_root, source_root_raw, path,
 //             path_raw, library_path, library_path_raw, size bigint, mtime_ns bigint,
 //             sha256 text, mime text, first_job_id bigint, last_job_id bigint,
-//             missing boolean)
+//             missing boolean,
+//             width integer, height integer, taken_at timestamptz, orientation smallint,
+//             thumbnail_paths jsonb, preview_path, preview_path_raw)  [v2]
 //             UNIQUE NULLS NOT DISTINCT (source_root, path, source_root_raw, path_raw)
 //             [media_items_key]
+//   job_stage_counters(job_id bigint, stage text, ok_files bigint, failed_files bigint,
+//             skipped_files bigint)  [v2]
+//             PRIMARY KEY (job_id, stage): per-stage counts, equal to the job's
+//             file_results rows of that stage in every committed state
 //   status, stage: the same names as in SQLite (CHECK constraints).
-// Not yet here: what SQLite's schema version 2 adds for the image stages
-// (media_items width, height, taken_at, orientation, thumbnail_paths,
-// preview_path; job_stage_counters). Until a PostgreSQL migration 2 adds them,
-// processing / watermark outcomes are recorded in file_results (lookup()
-// reports them in stages_done) but their image data is not stored, and
-// lookup() returns no thumbnail_paths / preview_path.
+// The image columns (version 2), written by commit() for new rows with touches_media:
+//   - stage processing sets width, height, orientation (as given: 0 if unknown),
+//     taken_at and thumbnail_paths; stage watermark sets preview_path. Items
+//     without a media_items row are left alone. Within one batch the media
+//     upserts (stage sync) apply first, then the image columns: the pipeline's
+//     order for one file;
+//   - a sync outcome whose sha256 differs from the stored one (new content)
+//     clears thumbnail_paths and preview_path (those files show the old
+//     content); one without a hash or with the same hash keeps them;
+//   - taken_at: from the outcome's ISO-8601 text (see pg_timestamptz_literal).
+//     EXIF times usually carry no offset: such a time is stored as if it were
+//     UTC, so `taken_at AT TIME ZONE 'UTC'` gives back the camera's wall-clock
+//     time. Empty or invalid text is stored as NULL (it never fails a commit);
+//   - thumbnail_paths: a jsonb array of library-relative paths, largest first
+//     (CHECK: an array). JSON holds only UTF-8 text, so in a path that is not
+//     valid UTF-8 every invalid byte is replaced by U+FFFD (as in the SQLite
+//     backend), and so is NUL (which jsonb refuses and no file name holds):
+//     such a path reads back readable but not exact. lookup() returns the array;
+//   - preview_path follows the *_raw scheme below (exact bytes, like library_path).
+// Migration 2 backfills job_stage_counters from the file_results rows already
+// there; stop writers of an older mediasync before migrating (a version 1
+// writer still connected afterwards would add rows without counting them).
 //
 // File-system names (not valid UTF-8 in general) -- the columns source_root,
-// dest_root, path, library_path and error, each `X text COLLATE "C"` with a
+// dest_root, path, library_path, preview_path and error, each `X text COLLATE "C"` with a
 // companion `X_raw bytea`:
 //   - when the value is valid UTF-8 without NUL bytes (nearly always), X holds it
 //     exactly and X_raw is NULL;
@@ -65,11 +87,16 @@
 //
 // Concurrency: several read_write stores (separate processes, separate jobs)
 // may share one database: job ids come from an identity column, commit()
-// touches only its own job's file_results and sync_jobs rows, and media_items
-// upserts are ON CONFLICT DO UPDATE in key order (two jobs on the same source
-// cannot deadlock each other; a deadlock or serialization failure reported by
-// the server anyway is retried inside commit(), up to 3 attempts).
-// Readers see committed states only: job counters always equal their rows.
+// touches only its own job's file_results, sync_jobs and job_stage_counters
+// rows, and media_items upserts are ON CONFLICT DO UPDATE in key order; a batch
+// with image outcomes first locks the existing media_items rows it writes, in
+// the same key order (ms_lock_media: measured to cost about 10% of such a
+// batch's commit). So two jobs on the same source do not deadlock each other,
+// but for one rare case (both inserting the same new items while one of them
+// also writes image columns); a deadlock or serialization failure reported by
+// the server is retried inside commit(), up to 3 attempts.
+// Readers see committed states only: job counters (sync_jobs, job_stage_counters)
+// always equal their rows.
 //
 // Connection loss: a call that finds the connection broken (server restart,
 // pg_terminate_backend, network) throws error(errc::connection_lost) and drops
@@ -85,15 +112,21 @@
 //     (libpqxx's tablewriter, the one 6.4 class that sends COPY text as given),
 //     then one statement that upserts media_items from arrays (one text-literal
 //     array parameter per column, unnested) and adds the rows to the sync_jobs
-//     counters. As every row of a successful COPY is new, nothing has to come
-//     back from the INSERT. About 20% faster end to end than the best
-//     single-statement form below, as COPY inserts in bulk;
+//     counters and to job_stage_counters. As every row of a successful COPY is
+//     new, nothing has to come back from the INSERT. About 20% faster end to
+//     end than the best single-statement form below, as COPY inserts in bulk;
 //   - when a row exists already (a redone batch), the COPY fails with a unique
 //     violation (an ERROR line in the server log), the transaction rolls back,
 //     and the batch runs again as one statement: INSERT ... SELECT FROM
 //     unnest(arrays) ON CONFLICT DO NOTHING RETURNING the new rows, media_items
 //     upserted for those, counters from those (3.1-4.2 ms server time; the
-//     same statement with a plain INSERT: 2.4-2.6 ms).
+//     same statement with a plain INSERT: 2.4-2.6 ms);
+//   - in both cases, when the new rows include processing / watermark outcomes
+//     with touches_media, one more statement in the same transaction (one
+//     round trip) sets their media_items image columns from arrays (one
+//     element per item). A batch of sync outcomes only (the bulk of a first
+//     sync) does not pay for it. Deadlocks with a concurrent job writing the
+//     same items are retried like those of the upsert.
 // The client spends about 0.4 us per outcome; the server's inserts dominate.
 // All statements use generic plans (plan_cache_mode = force_generic_plan): custom
 // plans were measured to go badly wrong for lookup() (13 s instead of 3 ms for
@@ -109,7 +142,19 @@
 namespace ms::storage {
 
 /// The PostgreSQL schema version this binary creates and understands.
-inline constexpr int postgres_schema_version = 1;
+inline constexpr int postgres_schema_version = 2;
+
+/// The SQL of migration `version` (1 .. postgres_schema_version; it brings the
+/// schema from version - 1 to version, without the schema_version row), or ""
+/// for any other number. For tests and tools that build an older schema.
+std::string_view postgres_migration_sql(int version);
+
+/// media_items.taken_at: `iso` (YYYY-MM-DD, 'T' or ' ', HH:MM:SS, optional
+/// .fraction, optional Z / +HH:MM / +HHMM / +HH offset; every field in range,
+/// seconds up to 60) as a timestamptz literal with an explicit offset
+/// ("2021-07-04 12:30:00+00:00"); a time without an offset is taken as UTC,
+/// fractions beyond microseconds are cut. False (and `out` empty) otherwise.
+bool pg_timestamptz_literal(std::string_view iso, std::string& out);
 
 /// True if `url` names a PostgreSQL database: postgres:// or postgresql://
 /// (any case), or a libpq key=value connection string (with host=, hostaddr=,

@@ -89,6 +89,9 @@ CREATE TABLE job_stage_counters (
   skipped_files INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (job_id, stage)
 ) WITHOUT ROWID;
+INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_files)
+  SELECT job_id, stage, SUM(status = 'ok'), SUM(status = 'failed'), SUM(status = 'skipped')
+  FROM file_results GROUP BY job_id, stage;
 )sql",
 };
 static_assert(std::size(migrations) == sqlite_schema_version,

@@ -48,6 +48,52 @@ open_fn opener(const std::string& url) {
   return [url](open_mode mode) { return open_store(url, mode); };
 }
 
+/// The contract's SQL reads on `db` (which must outlive the probe).
+probe pg_probe(const pg_database& db) {
+  probe pr;
+  pr.stage_counters = [&db](std::uint64_t job) {
+    stage_matrix m{};
+    for (const auto& r : db.rows("SELECT stage, ok_files, failed_files, skipped_files"
+                                 " FROM job_stage_counters WHERE job_id = $1",
+                                 {std::to_string(job)})) {
+      count_into(m, r[0], "ok", std::stoull(r[1]));
+      count_into(m, r[0], "failed", std::stoull(r[2]));
+      count_into(m, r[0], "skipped", std::stoull(r[3]));
+    }
+    return m;
+  };
+  pr.stage_rows = [&db](std::uint64_t job) {
+    stage_matrix m{};
+    for (const auto& r : db.rows("SELECT stage, status, count(*) FROM file_results"
+                                 " WHERE job_id = $1 GROUP BY stage, status",
+                                 {std::to_string(job)}))
+      count_into(m, r[0], r[1], std::stoull(r[2]));
+    return m;
+  };
+  pr.image = [&db](const std::string& root,
+                   const std::string& path) -> std::optional<image_columns> {
+    auto r = db.rows("SELECT width, height, orientation,"
+                     " to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'),"
+                     " thumbnail_paths IS NOT NULL"
+                     " FROM media_items WHERE source_root = $1 AND source_root_raw IS NULL"
+                     " AND path = $2 AND path_raw IS NULL",
+                     {root, path});
+    if (r.empty()) return std::nullopt;
+    auto num = [](const std::string& v) -> std::optional<std::int64_t> {
+      if (v == "<NULL>") return std::nullopt;
+      return std::stoll(v);
+    };
+    image_columns c;
+    c.width = num(r[0][0]);
+    c.height = num(r[0][1]);
+    c.orientation = num(r[0][2]);
+    c.taken_at = r[0][3] == "<NULL>" ? "" : r[0][3];
+    c.has_thumbnails = r[0][4] == "t";
+    return c;
+  };
+  return pr;
+}
+
 /// A TCP port on 127.0.0.1 where nothing listens (bound, then released).
 int unused_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -167,16 +213,143 @@ TEST_CASE("postgres_store: mark_missing marks only items the job did not see", "
   CHECK(db.integer("SELECT count(*) FROM media_items WHERE missing") == 1); // d.jpg
 }
 
-TEST_CASE("postgres_store: lookup reports the stages done; image stages leave media rows",
-          "[postgres]") {
+TEST_CASE("postgres_store: lookup reports the stages done", "[postgres]") {
   pg_database db;
   lookup_reports_the_stages_done(opener(db.url()));
-  CHECK(db.integer("SELECT count(*) FROM file_results") == 3);
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 6);
+  CHECK(db.integer("SELECT count(*) FROM media_items") == 1);
 }
 
 TEST_CASE("postgres_store: a read_only store reads and refuses to write", "[postgres]") {
   pg_database db;
   read_only_reads_and_refuses_writes(opener(db.url()));
+}
+
+TEST_CASE("postgres_store: job_stage_counters equal the rows of each stage", "[postgres]") {
+  pg_database db;
+  stage_counters_equal_the_rows_of_each_stage(opener(db.url()), pg_probe(db));
+  // The same, in one query over every job.
+  CHECK(db.integer("SELECT count(*) FROM ("
+                   "  SELECT job_id, stage, ok_files, failed_files, skipped_files"
+                   "  FROM job_stage_counters"
+                   "  EXCEPT"
+                   "  SELECT job_id, stage, count(*) FILTER (WHERE status = 'ok'),"
+                   "         count(*) FILTER (WHERE status = 'failed'),"
+                   "         count(*) FILTER (WHERE status = 'skipped')"
+                   "  FROM file_results GROUP BY job_id, stage) AS diff") == 0);
+  CHECK(db.integer("SELECT count(*) FROM job_stage_counters") == 5); // 3 + 2 stages of `other`
+}
+
+TEST_CASE("postgres_store: processing and watermark outcomes write the image columns",
+          "[postgres]") {
+  pg_database db;
+  image_stages_write_the_media_columns(opener(db.url()), pg_probe(db));
+  // Types and forms in plain SQL.
+  auto r = db.rows("SELECT width, height, orientation, taken_at = '2022-02-03T04:05:06Z',"
+                   " jsonb_typeof(thumbnail_paths), thumbnail_paths->>0, preview_path,"
+                   " preview_path_raw"
+                   " FROM media_items WHERE path = 'a.jpg'");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0] == std::vector<std::string>{"2000", "1500", "8", "t", "array",
+                                         ".thumbnails/512/a.jpg.jpg", ".previews/v2/a.jpg.jpg",
+                                         "<NULL>"});
+  // A preview path that is not UTF-8: display form plus the exact bytes.
+  r = db.rows("SELECT preview_path, preview_path_raw, thumbnail_paths->>0"
+              " FROM media_items WHERE path = 'e.jpg'");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0][0] == "p/bad \\xff\\xfe name\n'\".jpg");
+  CHECK(r[0][1] == ms::test::pg_hex("p/bad \xff\xfe name\n'\".jpg"));
+  CHECK(r[0][2] == "t/bad \xef\xbf\xbd.jpg");
+}
+
+TEST_CASE("postgres_store: a sync outcome with new content clears thumbnails and preview",
+          "[postgres]") {
+  pg_database db;
+  new_content_clears_the_derived_files(opener(db.url()), pg_probe(db));
+  CHECK(db.text("SELECT preview_path_raw IS NULL AND preview_path IS NULL"
+                " AND thumbnail_paths IS NULL FROM media_items WHERE path = 'late.jpg'") == "t");
+}
+
+TEST_CASE("postgres_store: taken_at is parsed safely, thumbnail paths are JSON", "[postgres]") {
+  std::string lit;
+  struct row {
+    std::string in, out; // out "" = refused
+  };
+  const std::vector<row> rows = {
+      {"2021-07-04T12:30:00", "2021-07-04 12:30:00+00:00"},
+      {"2021-07-04 12:30:00", "2021-07-04 12:30:00+00:00"},
+      {"2021-07-04T12:30:00Z", "2021-07-04 12:30:00+00:00"},
+      {"2021-07-04T12:30:00+02:00", "2021-07-04 12:30:00+02:00"},
+      {"2021-07-04T12:30:00-0530", "2021-07-04 12:30:00-05:30"},
+      {"2021-07-04T12:30:00+09", "2021-07-04 12:30:00+09:00"},
+      {"2021-07-04T12:30:00.5", "2021-07-04 12:30:00.5+00:00"},
+      {"2021-07-04T12:30:00,1234567Z", "2021-07-04 12:30:00.123456+00:00"},
+      {"2000-02-29T00:00:00", "2000-02-29 00:00:00+00:00"},
+      {"2016-12-31T23:59:60", "2016-12-31 23:59:60+00:00"},
+      {"", ""},
+      {"2021-07-04", ""},
+      {"2021:07:04 12:30:00", ""}, // EXIF's own form: the worker converts it
+      {"1900-02-29T00:00:00", ""},
+      {"2021-02-30T00:00:00", ""},
+      {"2021-13-01T00:00:00", ""},
+      {"0000-01-01T00:00:00", ""},
+      {"2021-07-04T24:00:00", ""},
+      {"2021-07-04T12:60:00", ""},
+      {"2021-07-04T12:30:61", ""},
+      {"2021-07-04T12:30:00+16:00", ""},
+      {"2021-07-04T12:30:00+02:60", ""},
+      {"2021-07-04T12:30:00+2", ""},
+      {"2021-07-04T12:30:00.", ""},
+      {"2021-07-04T12:30:00 ", ""},
+      {"2021-07-04T12:30:00x", ""},
+      {"2021-07-04T12:30:00'; DROP TABLE media_items; --", ""},
+      {std::string("2021-07-04T12:30:00\0", 20), ""},
+      {"+2021-07-04T12:30:00", ""},
+  };
+  for (const auto& r : rows) {
+    INFO("'" << r.in << "'");
+    CHECK(storage::pg_timestamptz_literal(r.in, lit) == !r.out.empty());
+    CHECK(lit == r.out);
+  }
+
+  pg_database db;
+  auto st = open_store(db.url());
+  auto job = st->create_job("/src", "/lib", "{}");
+  std::vector<file_outcome> b;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string p = "img" + std::to_string(i) + ".jpg";
+    b.push_back(outcome(job, p, file_status::ok, 10, true));
+    b.push_back(processing_ok(job, p, 1, 1, 1, rows[i].in, {"t/" + p}));
+  }
+  // NUL (no file name holds one; jsonb refuses it) becomes U+FFFD too.
+  b.push_back(outcome(job, "nul.jpg", file_status::ok, 10, true));
+  b.push_back(processing_ok(job, "nul.jpg", 1, 1, 1, "", {std::string("t/a\0b.jpg", 9)}));
+  // Out of range for smallint: NULL rather than a failed commit.
+  b.push_back(outcome(job, "orient.jpg", file_status::ok, 10, true));
+  b.push_back(processing_ok(job, "orient.jpg", 1, 1, 70000, "", {}));
+  REQUIRE(st->commit(job, "/src", b).inserted == b.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    INFO("'" << rows[i].in << "'");
+    std::string p = "img" + std::to_string(i) + ".jpg";
+    std::string stored = db.text("SELECT COALESCE((taken_at = $1::timestamptz)::text, 'null')"
+                                 " FROM media_items WHERE path = $2",
+                                 {rows[i].out.empty() ? "2000-01-01Z" : rows[i].out, p});
+    CHECK(stored == (rows[i].out.empty() ? "null" : "true"));
+  }
+  // The wall-clock time of a time without offset reads back unchanged in UTC.
+  CHECK(db.text("SELECT to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+                " FROM media_items WHERE path = 'img0.jpg'") == "2021-07-04 12:30:00");
+  CHECK(db.text("SELECT thumbnail_paths->>0 FROM media_items WHERE path = 'nul.jpg'") ==
+        "t/a\xef\xbf\xbd" "b.jpg");
+  CHECK(db.text("SELECT COALESCE(orientation::text, 'null') FROM media_items"
+                " WHERE path = 'orient.jpg'") == "null");
+  std::vector<known_file> k;
+  st->lookup(job, "/src", {"nul.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/a\xef\xbf\xbd" "b.jpg"});
+  // A thumbnail_paths that is not an array is refused by the schema.
+  CHECK_THROWS_WITH(
+      db.exec("UPDATE media_items SET thumbnail_paths = '{\"a\": 1}' WHERE path = 'nul.jpg'"),
+      Catch::Contains("media_items_thumbnail_paths_array"));
 }
 
 // ---------------------------------------------------------------------------
@@ -224,10 +397,119 @@ TEST_CASE("postgres_store: opening migrates once and records schema_version", "[
       "media_items.library_path:text", "media_items.library_path_raw:bytea",
       "media_items.size:bigint", "media_items.mtime_ns:bigint", "media_items.sha256:text",
       "media_items.mime:text", "media_items.first_job_id:bigint",
-      "media_items.last_job_id:bigint", "media_items.missing:boolean"};
+      "media_items.last_job_id:bigint", "media_items.missing:boolean",
+      // version 2
+      "media_items.width:integer", "media_items.height:integer",
+      "media_items.taken_at:timestamp with time zone", "media_items.orientation:smallint",
+      "media_items.thumbnail_paths:jsonb", "media_items.preview_path:text",
+      "media_items.preview_path_raw:bytea", "job_stage_counters.job_id:bigint",
+      "job_stage_counters.stage:text", "job_stage_counters.ok_files:bigint",
+      "job_stage_counters.failed_files:bigint", "job_stage_counters.skipped_files:bigint"};
   CHECK(found == expected);
+  CHECK(db.integer("SELECT count(*) FROM information_schema.table_constraints"
+                   " WHERE table_name = 'job_stage_counters' AND constraint_type = 'PRIMARY KEY'") ==
+        1);
   CHECK(db.integer("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
                    " AND indexname IN ('file_results_key', 'media_items_key')") == 2);
+}
+
+TEST_CASE("postgres_store: a version 1 database migrates to version 2 keeping its data",
+          "[postgres]") {
+  pg_database db;
+  // Version 1 exactly as shipped (migration 1 only), with rows as a version 1
+  // store wrote them: its jobs counted stage sync, and it recorded image-stage
+  // rows in file_results without image data.
+  db.exec("CREATE TABLE schema_version (version integer PRIMARY KEY,"
+          " applied_at timestamptz NOT NULL DEFAULT now());" +
+          std::string(storage::postgres_migration_sql(1)) +
+          "INSERT INTO schema_version (version) VALUES (1);");
+  CHECK(storage::postgres_migration_sql(0).empty());
+  CHECK(storage::postgres_migration_sql(storage::postgres_schema_version + 1).empty());
+  db.exec(R"sql(
+INSERT INTO sync_jobs (source_root, dest_root, status, total_files, processed_files,
+                       failed_files, skipped_files, processed_bytes, settings)
+VALUES ('/src', '/lib', 'completed', 3, 2, 1, 0, 30, '{"workers": 2}'),
+       ('/src', '/lib', 'interrupted', 3, 0, 0, 1, 0, '{}');
+INSERT INTO file_results (job_id, path, path_raw, stage, status, size, sha256, error)
+VALUES (1, 'a.jpg', NULL, 'sync', 'ok', 10, repeat('a', 64), NULL),
+       (1, 'bad\xff.jpg', '\x626164ff2e6a7067'::bytea, 'sync', 'ok', 20, repeat('b', 64), NULL),
+       (1, 'c.jpg', NULL, 'sync', 'failed', 0, NULL, 'open: Permission denied'),
+       (1, 'a.jpg', NULL, 'processing', 'ok', 0, NULL, NULL),
+       (1, 'bad\xff.jpg', '\x626164ff2e6a7067'::bytea, 'processing', 'skipped', 0, NULL, 'x'),
+       (1, 'a.jpg', NULL, 'watermark', 'failed', 0, NULL, 'y'),
+       (2, 'a.jpg', NULL, 'sync', 'skipped', 10, NULL, 'unchanged');
+INSERT INTO media_items (source_root, path, path_raw, library_path, library_path_raw, size,
+                         mtime_ns, sha256, mime, first_job_id, last_job_id)
+VALUES ('/src', 'a.jpg', NULL, '2026/a.jpg', NULL, 10, 1000, repeat('a', 64), 'image/jpeg',
+        1, 2),
+       ('/src', 'bad\xff.jpg', '\x626164ff2e6a7067'::bytea, '2026/bad\xff.jpg',
+        '\x323032362f626164ff2e6a7067'::bytea, 20, 2000, repeat('b', 64), 'image/jpeg', 1, 1);
+)sql");
+  const std::string bad_name = "bad\xff.jpg";
+  REQUIRE(ms::test::pg_hex(bad_name) == "\\x626164ff2e6a7067");
+
+  // read_only does not migrate.
+  auto e = expect_error([&] { open_store(db.url(), open_mode::read_only); });
+  CHECK(e.code == errc::cannot_open);
+  CHECK(contains(e.what, "has schema version 1, this mediasync needs version " +
+                             std::to_string(storage::postgres_schema_version)));
+  CHECK(db.integer("SELECT max(version) FROM schema_version") == 1);
+
+  auto st = open_store(db.url()); // read_write: migrates
+  CHECK(db.text("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") ==
+        "1,2");
+  // The data is kept ...
+  auto j = st->job(1);
+  REQUIRE(j);
+  CHECK(j->status == job_status::completed);
+  CHECK(j->processed_files == 2);
+  CHECK(j->processed_bytes == 30);
+  CHECK(j->settings == R"({"workers":2})");
+  require_counters_match_rows(*st, 1);
+  require_counters_match_rows(*st, 2);
+  std::vector<known_file> k;
+  st->lookup(1, "/src", {"a.jpg", bad_name, "c.jpg"}, k);
+  CHECK(k[0].has_media);
+  CHECK(k[0].sha256 == std::string(64, 'a'));
+  CHECK(k[0].stages_done == 7u);
+  CHECK(k[0].thumbnail_paths.empty());
+  CHECK(k[0].preview_path.empty());
+  CHECK(k[1].has_media);
+  CHECK(k[1].library_path == "2026/" + bad_name);
+  CHECK(k[1].stages_done == 3u);
+  CHECK_FALSE(k[2].has_media);
+  CHECK(k[2].stages_done == 1u);
+  CHECK(db.integer("SELECT count(*) FROM media_items WHERE width IS NULL AND height IS NULL"
+                   " AND taken_at IS NULL AND orientation IS NULL AND thumbnail_paths IS NULL"
+                   " AND preview_path IS NULL AND preview_path_raw IS NULL") == 2);
+  // ... and the stage counters start equal to the rows already there.
+  auto pr = pg_probe(db);
+  require_stage_counters_match_rows(pr, 1);
+  require_stage_counters_match_rows(pr, 2);
+  CHECK(db.rows("SELECT job_id, stage, ok_files, failed_files, skipped_files"
+                " FROM job_stage_counters ORDER BY job_id, stage") ==
+        std::vector<std::vector<std::string>>{{"1", "processing", "1", "0", "1"},
+                                              {"1", "sync", "2", "1", "0"},
+                                              {"1", "watermark", "0", "1", "0"},
+                                              {"2", "sync", "0", "0", "1"}});
+
+  // The migrated database takes version 2 commits.
+  REQUIRE(st->commit(2, "/src",
+                     {processing_ok(2, "a.jpg", 640, 480, 1, "2020-05-06T07:08:09",
+                                    {"t/a.jpg"}),
+                      watermark_ok(2, "a.jpg", "p/a.jpg")})
+              .inserted == 2);
+  st->lookup(2, "/src", {"a.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/a.jpg"});
+  CHECK(k[0].preview_path == "p/a.jpg");
+  CHECK(pr.image("/src", "a.jpg")->taken_at == "2020-05-06T07:08:09");
+  require_stage_counters_match_rows(pr, 2);
+  st.reset();
+  // Opening again migrates nothing; read_only now works.
+  open_store(db.url()).reset();
+  CHECK(db.integer("SELECT count(*) FROM schema_version") == 2);
+  auto ro = open_store(db.url(), open_mode::read_only);
+  CHECK(ro->job(2)->skipped_files == 1);
 }
 
 TEST_CASE("postgres_store: open_store accepts postgres URLs and key=value strings",
@@ -554,15 +836,30 @@ TEST_CASE("postgres_store: a reader sees counters equal to row counts while comm
   pg_database db;
   auto st = open_store(db.url());
   auto job = st->create_job("/src", "/lib", "{}");
+  // sync_jobs counts stage sync; job_stage_counters every stage.
   const std::string q =
       "SELECT j.processed_files = (SELECT count(*) FROM file_results f"
-      "                            WHERE f.job_id = j.id AND f.status = 'ok')"
+      "                            WHERE f.job_id = j.id AND f.stage = 'sync'"
+      "                              AND f.status = 'ok')"
       " AND j.failed_files = (SELECT count(*) FROM file_results f"
-      "                       WHERE f.job_id = j.id AND f.status = 'failed')"
+      "                       WHERE f.job_id = j.id AND f.stage = 'sync'"
+      "                         AND f.status = 'failed')"
       " AND j.skipped_files = (SELECT count(*) FROM file_results f"
-      "                        WHERE f.job_id = j.id AND f.status = 'skipped')"
+      "                        WHERE f.job_id = j.id AND f.stage = 'sync'"
+      "                          AND f.status = 'skipped')"
       " AND j.processed_bytes = (SELECT COALESCE(sum(size), 0) FROM file_results f"
-      "                          WHERE f.job_id = j.id AND f.status = 'ok')"
+      "                          WHERE f.job_id = j.id AND f.stage = 'sync'"
+      "                            AND f.status = 'ok')"
+      " AND NOT EXISTS ("
+      "   SELECT stage, ok_files, failed_files, skipped_files FROM job_stage_counters"
+      "   WHERE job_id = j.id"
+      "   EXCEPT"
+      "   SELECT stage, count(*) FILTER (WHERE status = 'ok'),"
+      "          count(*) FILTER (WHERE status = 'failed'),"
+      "          count(*) FILTER (WHERE status = 'skipped')"
+      "   FROM file_results WHERE job_id = j.id GROUP BY stage)"
+      " AND (SELECT count(*) FROM job_stage_counters WHERE job_id = j.id) ="
+      "     (SELECT count(DISTINCT stage) FROM file_results WHERE job_id = j.id)"
       " FROM sync_jobs j WHERE j.id = " +
       std::to_string(job);
   std::atomic<bool> done{false};
@@ -580,11 +877,77 @@ TEST_CASE("postgres_store: a reader sees counters equal to row counts while comm
       reader_error = e.what();
     }
   });
-  for (int i = 0; i < 100; ++i) st->commit(job, "/src", mixed_batch(job, i * 50, 50));
+  std::vector<file_outcome> previous;
+  for (int i = 0; i < 100; ++i) {
+    // This batch's sync outcomes, and the image stages of the previous batch's.
+    auto batch = mixed_batch(job, i * 50, 50);
+    for (const auto& o : previous) {
+      if (o.status == file_status::ok) {
+        batch.push_back(processing_ok(job, o.path, 64, 48, 1, "", {"t/" + o.path}));
+        batch.push_back(watermark_ok(job, o.path, "p/" + o.path));
+      } else {
+        batch.push_back(stage_outcome(job, o.path, stage::processing, file_status::skipped));
+      }
+    }
+    st->commit(job, "/src", batch);
+    previous = mixed_batch(job, i * 50, 50);
+  }
   while (reads.load() < 10 && reader_error.empty()) std::this_thread::yield();
   done = true;
   reader.join();
   CHECK(reader_error.empty());
   CHECK(mismatches.load() == 0);
   require_counters_match_rows(*st, job);
+  require_stage_counters_match_rows(pg_probe(db), job);
+}
+
+TEST_CASE("postgres_store: concurrent jobs writing the image stages of shared items",
+          "[postgres]") {
+  pg_database db;
+  open_store(db.url()).reset();
+  constexpr int writers = 3, batches = 12, batch_size = 100;
+  std::atomic<int> errors{0};
+  std::vector<std::uint64_t> jobs(writers);
+  std::vector<std::thread> ts;
+  std::string first_error;
+  std::mutex m;
+  for (int w = 0; w < writers; ++w)
+    ts.emplace_back([&, w] {
+      try {
+        auto st = open_store(db.url());
+        auto job = st->create_job("/shared", "/lib", "{}");
+        jobs[static_cast<std::size_t>(w)] = job;
+        std::vector<file_outcome> previous;
+        for (int b = 0; b < batches; ++b) {
+          // Writers walk the same names in opposite orders; each batch carries
+          // the image stages of the batch before.
+          int first = (w % 2 == 0 ? b : batches - 1 - b) * batch_size;
+          auto batch = mixed_batch(job, first, batch_size);
+          for (const auto& o : previous)
+            if (o.status == file_status::ok) {
+              batch.push_back(processing_ok(job, o.path, w + 1, w + 1, 1, "", {"t/" + o.path}));
+              batch.push_back(watermark_ok(job, o.path, "p/" + o.path));
+            }
+          st->commit(job, "/shared", batch);
+          previous = mixed_batch(job, first, batch_size);
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(m);
+        first_error = e.what();
+        ++errors;
+      }
+    });
+  for (auto& t : ts) t.join();
+  INFO(first_error);
+  CHECK(errors.load() == 0);
+  auto pr = pg_probe(db);
+  auto st = open_store(db.url(), open_mode::read_only);
+  for (auto job : jobs) {
+    require_counters_match_rows(*st, job);
+    require_stage_counters_match_rows(pr, job);
+  }
+  // Every item some writer processed has its image columns from one of them.
+  CHECK(db.integer("SELECT count(*) FROM media_items WHERE thumbnail_paths IS NOT NULL"
+                   " AND preview_path IS NOT NULL AND width BETWEEN 1 AND $1",
+                   {std::to_string(writers)}) == batches * batch_size * 3 / 5);
 }

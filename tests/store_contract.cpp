@@ -57,6 +57,55 @@ void require_counters_match_rows(storage::store& st, std::uint64_t job) {
   CHECK(j->processed_bytes == c.ok_bytes);
 }
 
+void count_into(stage_matrix& m, const std::string& stage_name, const std::string& status,
+                std::uint64_t n) {
+  stage sg;
+  INFO("stage '" << stage_name << "', status '" << status << "'");
+  REQUIRE(parse_stage(stage_name, sg));
+  int st = -1;
+  for (auto x : {file_status::ok, file_status::skipped, file_status::failed})
+    if (to_string(x) == status) st = static_cast<int>(x);
+  REQUIRE(st >= 0);
+  m[static_cast<std::size_t>(sg)][static_cast<std::size_t>(st)] += n;
+}
+
+void require_stage_counters_match_rows(const probe& pr, std::uint64_t job) {
+  INFO("job " << job << ": job_stage_counters == file_results per [stage][ok, skipped, failed]");
+  stage_matrix counters = pr.stage_counters(job), rows = pr.stage_rows(job);
+  CHECK(counters == rows);
+}
+
+file_outcome stage_outcome(std::uint64_t job, std::string path, stage stg, file_status st,
+                           bool touches_media) {
+  file_outcome o = outcome(job, std::move(path), st, stg == stage::sync ? 100 : 0, touches_media);
+  o.stg = stg;
+  if (stg != stage::sync) {
+    o.sha256.clear();
+    o.mime.clear();
+    o.library_path.clear();
+    o.mtime_ns = 0;
+  }
+  return o;
+}
+
+file_outcome processing_ok(std::uint64_t job, std::string path, std::int32_t width,
+                           std::int32_t height, std::int32_t orientation, std::string taken_at,
+                           std::vector<std::string> thumbnails) {
+  file_outcome o = stage_outcome(job, std::move(path), stage::processing, file_status::ok, true);
+  o.width = width;
+  o.height = height;
+  o.orientation = orientation;
+  o.taken_at = std::move(taken_at);
+  o.thumbnail_paths = std::move(thumbnails);
+  return o;
+}
+
+file_outcome watermark_ok(std::uint64_t job, std::string path, std::string preview) {
+  file_outcome o = stage_outcome(job, std::move(path), stage::watermark, file_status::ok, true);
+  o.preview_path = std::move(preview);
+  return o;
+}
+
 /// True for ISO-8601 UTC with milliseconds: "2026-11-28T12:00:00.123Z".
 bool is_iso_ms_utc(const std::string& s) {
   const std::string shape = "dddd-dd-ddTdd:dd:dd.dddZ";
@@ -507,17 +556,395 @@ void lookup_reports_the_stages_done(const open_fn& open) {
   require_counters_match_rows(*st, job);
   // The same batch again: nothing new.
   CHECK(st->commit(job, "/src", {sync_ok, processing, watermark}).inserted == 0);
+  // All three bits; a failed or skipped row counts as done too.
+  st->commit(job, "/src",
+             {stage_outcome(job, "a.jpg", stage::watermark, file_status::failed),
+              stage_outcome(job, "b.jpg", stage::sync, file_status::skipped),
+              stage_outcome(job, "c.jpg", stage::processing, file_status::skipped)});
+  st->lookup(job, "/src", {"a.jpg", "b.jpg", "c.jpg"}, k);
+  CHECK(k[0].stages_done == 7u);
+  CHECK(k[1].stages_done == ((1u << 0) | (1u << 2)));
+  CHECK(k[1].has_result);
+  CHECK(k[2].stages_done == (1u << 1));
+  CHECK_FALSE(k[2].has_result);
+  // Stages are the job's own: another job starts with none, the media row is shared.
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  st->lookup(j2, "/src", {"a.jpg", "b.jpg", "c.jpg"}, k);
+  for (const auto& x : k) CHECK(x.stages_done == 0);
+  CHECK(k[0].has_media);
+}
+
+// ---------------------------------------------------------------------------
+// Schema version 2: the image stages.
+
+void stage_counters_equal_the_rows_of_each_stage(const open_fn& open, const probe& pr) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto other = st->create_job("/src", "/lib", "{}");
+  CHECK(pr.stage_counters(job) == stage_matrix{});
+  require_stage_counters_match_rows(pr, job);
+
+  // Stage sync only.
+  auto sync1 = mixed_batch(job, 0, 30); // 18 ok, 6 failed, 6 skipped
+  REQUIRE(st->commit(job, "/src", sync1).inserted == 30);
+  require_stage_counters_match_rows(pr, job);
+  auto m = pr.stage_counters(job);
+  const auto ok = static_cast<std::size_t>(file_status::ok);
+  const auto skipped = static_cast<std::size_t>(file_status::skipped);
+  const auto failed = static_cast<std::size_t>(file_status::failed);
+  const auto sync = static_cast<std::size_t>(stage::sync);
+  const auto proc = static_cast<std::size_t>(stage::processing);
+  const auto wm = static_cast<std::size_t>(stage::watermark);
+  CHECK(m[sync][ok] == 18);
+  CHECK(m[sync][failed] == 6);
+  CHECK(m[sync][skipped] == 6);
+  CHECK(m[proc] == std::array<std::uint64_t, 3>{});
+  CHECK(m[wm] == std::array<std::uint64_t, 3>{});
+
+  // All three stages in one batch, with new sync rows among them.
+  std::vector<file_outcome> mixed;
+  for (std::size_t i = 0; i < sync1.size(); ++i) {
+    const auto& s = sync1[i];
+    if (s.status != file_status::ok) {
+      mixed.push_back(stage_outcome(job, s.path, stage::processing, file_status::skipped));
+      continue;
+    }
+    switch (i % 3) {
+      case 0:
+        mixed.push_back(processing_ok(job, s.path, 640, 480, 1, "", {"t/" + s.path}));
+        mixed.push_back(watermark_ok(job, s.path, "p/" + s.path));
+        break;
+      case 1:
+        mixed.push_back(stage_outcome(job, s.path, stage::processing, file_status::failed));
+        mixed.push_back(stage_outcome(job, s.path, stage::watermark, file_status::skipped));
+        break;
+      default:
+        mixed.push_back(processing_ok(job, s.path, 640, 480, 1, "", {"t/" + s.path}));
+        mixed.push_back(stage_outcome(job, s.path, stage::watermark, file_status::failed));
+    }
+  }
+  for (auto& o : mixed_batch(job, 30, 10)) mixed.push_back(o);
+  const auto n_mixed = mixed.size();
+  REQUIRE(st->commit(job, "/src", mixed).inserted == n_mixed);
+  require_stage_counters_match_rows(pr, job);
+  require_counters_match_rows(*st, job); // sync_jobs counts stage sync only
+  m = pr.stage_counters(job);
+  CHECK(m[sync][ok] + m[sync][failed] + m[sync][skipped] == 40);
+  CHECK(m[proc][ok] + m[proc][failed] + m[proc][skipped] == 30);
+  CHECK(m[proc][skipped] == 12);
+  CHECK(m[wm][ok] + m[wm][failed] + m[wm][skipped] == 18);
+  CHECK(st->job(job)->processed_files + st->job(job)->failed_files +
+            st->job(job)->skipped_files == 40);
+
+  // A redone batch changes nothing, with the same or with different content.
+  const auto before = pr.stage_counters(job);
+  auto stats = st->commit(job, "/src", mixed);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == n_mixed);
+  for (auto& o : mixed) o.status = file_status::failed;
+  CHECK(st->commit(job, "/src", mixed).inserted == 0);
+  CHECK(pr.stage_counters(job) == before);
+  require_stage_counters_match_rows(pr, job);
+
+  // Overlapping: old rows, new rows of every stage, and a (path, stage) twice.
+  std::vector<file_outcome> overlap(mixed.begin(), mixed.begin() + 5);
+  overlap.push_back(stage_outcome(job, "new/a.jpg", stage::sync, file_status::ok, true));
+  overlap.push_back(stage_outcome(job, "new/a.jpg", stage::processing, file_status::failed));
+  overlap.push_back(stage_outcome(job, "new/a.jpg", stage::processing, file_status::ok, true));
+  overlap.push_back(stage_outcome(job, "new/a.jpg", stage::watermark, file_status::skipped));
+  overlap.push_back(stage_outcome(job, sync1[1].path, stage::watermark, file_status::ok));
+  stats = st->commit(job, "/src", overlap);
+  CHECK(stats.inserted == 3);
+  CHECK(stats.duplicates == overlap.size() - 3);
+  require_stage_counters_match_rows(pr, job);
+  m = pr.stage_counters(job);
+  CHECK(m[proc][failed] == before[proc][failed] + 1); // the first of the two counts
+  CHECK(m[proc][ok] == before[proc][ok]);
+
+  // Failing commits change no counter.
+  const auto kept = pr.stage_counters(job);
+  {
+    auto bad = std::vector<file_outcome>{
+        stage_outcome(job, "bad/a.jpg", stage::processing, file_status::ok),
+        stage_outcome(job, "bad/b.jpg", stage::watermark, file_status::ok)};
+    bad.back().status = static_cast<file_status>(7); // violates the status CHECK
+    expect_error([&] { st->commit(job, "/src", bad); });
+    auto ghost = other + 50;
+    CHECK(expect_error([&] {
+            st->commit(ghost, "/src",
+                       {stage_outcome(ghost, "a.jpg", stage::processing, file_status::ok)});
+          }).code == errc::not_found);
+    CHECK(pr.stage_counters(ghost) == stage_matrix{});
+  }
+  CHECK(pr.stage_counters(job) == kept);
+
+  // Another job's rows count for that job only.
+  st->commit(other, "/src",
+             {stage_outcome(other, sync1[0].path, stage::processing, file_status::skipped),
+              stage_outcome(other, sync1[0].path, stage::watermark, file_status::skipped)});
+  CHECK(pr.stage_counters(job) == kept);
+  m = pr.stage_counters(other);
+  CHECK(m[proc][skipped] == 1);
+  CHECK(m[wm][skipped] == 1);
+  CHECK(m[sync] == std::array<std::uint64_t, 3>{});
+  require_stage_counters_match_rows(pr, other);
+  require_counters_match_rows(*st, other);
+}
+
+void image_stages_write_the_media_columns(const open_fn& open, const probe& pr) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  st->commit(job, "/src",
+             {outcome(job, "a.jpg", file_status::ok, 10, true),
+              outcome(job, "b.jpg", file_status::ok, 20, true),
+              outcome(job, "c.jpg", file_status::failed, 0, false)});
+  std::vector<known_file> k;
+  st->lookup(job, "/src", {"a.jpg"}, k);
+  CHECK(k[0].has_media);
+  CHECK(k[0].thumbnail_paths.empty());
+  CHECK(k[0].preview_path.empty());
+  auto img = pr.image("/src", "a.jpg");
+  REQUIRE(img);
+  CHECK_FALSE(img->width);
+  CHECK_FALSE(img->height);
+  CHECK_FALSE(img->orientation);
+  CHECK(img->taken_at.empty());
+  CHECK_FALSE(img->has_thumbnails);
+
+  // Processing: the metadata and the thumbnails, largest first.
+  const std::vector<std::string> thumbs = {".thumbnails/1024/a.jpg.jpg",
+                                           ".thumbnails/256/a.jpg.jpg"};
+  auto failed_b = stage_outcome(job, "b.jpg", stage::processing, file_status::failed);
+  failed_b.width = 1; // no touches_media: ignored
+  st->commit(job, "/src",
+             {processing_ok(job, "a.jpg", 4000, 3000, 6, "2021-07-04T12:30:00", thumbs),
+              failed_b,
+              processing_ok(job, "c.jpg", 1, 1, 1, "", {"t/c.jpg"})}); // no media row
+  st->lookup(job, "/src", {"a.jpg", "b.jpg", "c.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == thumbs);
+  CHECK(k[0].preview_path.empty());
+  CHECK(k[0].sha256 == std::string(64, 'a')); // the sync columns stay
+  CHECK(k[0].size == 10);
+  CHECK(k[0].library_path == "2026/11/28/a.jpg");
+  CHECK(k[1].thumbnail_paths.empty());
+  CHECK_FALSE(k[2].has_media); // a processing outcome creates no media row
+  CHECK(st->count_known("/src") == 2);
+  img = pr.image("/src", "a.jpg");
+  REQUIRE(img);
+  CHECK(img->width == 4000);
+  CHECK(img->height == 3000);
+  CHECK(img->orientation == 6);
+  CHECK(img->taken_at == "2021-07-04T12:30:00");
+  CHECK(img->has_thumbnails);
+  img = pr.image("/src", "b.jpg");
+  REQUIRE(img);
+  CHECK_FALSE(img->width);
+  CHECK_FALSE(pr.image("/src", "c.jpg"));
+
+  // Watermark: the preview; the thumbnails stay.
+  st->commit(job, "/src", {watermark_ok(job, "a.jpg", ".previews/a.jpg.jpg")});
+  st->lookup(job, "/src", {"a.jpg"}, k);
+  CHECK(k[0].preview_path == ".previews/a.jpg.jpg");
+  CHECK(k[0].thumbnail_paths == thumbs);
+  CHECK(pr.image("/src", "a.jpg")->width == 4000);
+
+  // A new item through all three stages in one batch, in the pipeline's order.
+  st->commit(job, "/src",
+             {outcome(job, "d.jpg", file_status::ok, 40, true),
+              processing_ok(job, "d.jpg", 800, 600, 0, "", {"t/800/d.jpg", "t/200/d.jpg"}),
+              watermark_ok(job, "d.jpg", "p/d.jpg")});
+  st->lookup(job, "/src", {"d.jpg"}, k);
+  CHECK(k[0].has_media);
+  CHECK(k[0].stages_done == 7u);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/800/d.jpg", "t/200/d.jpg"});
+  CHECK(k[0].preview_path == "p/d.jpg");
+  img = pr.image("/src", "d.jpg");
+  REQUIRE(img);
+  CHECK(img->width == 800);
+  CHECK(img->orientation == 0);
+  CHECK(img->taken_at.empty()); // unknown: NULL
+
+  // A redone batch with other data changes nothing.
+  CHECK(st->commit(job, "/src",
+                   {processing_ok(job, "a.jpg", 1, 1, 1, "2000-01-01T00:00:00", {"x.jpg"}),
+                    watermark_ok(job, "a.jpg", "y.jpg")})
+            .inserted == 0);
+  st->lookup(job, "/src", {"a.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == thumbs);
+  CHECK(k[0].preview_path == ".previews/a.jpg.jpg");
+  CHECK(pr.image("/src", "a.jpg")->width == 4000);
+  // A partly redone batch: only its new rows write (here a new item through all
+  // three stages, and a preview for b.jpg).
+  auto stats = st->commit(job, "/src",
+                          {processing_ok(job, "a.jpg", 1, 1, 1, "", {"x.jpg"}),
+                           outcome(job, "g.jpg", file_status::ok, 70, true),
+                           processing_ok(job, "g.jpg", 70, 70, 3, "", {"t/g.jpg"}),
+                           watermark_ok(job, "g.jpg", "p/g.jpg"),
+                           watermark_ok(job, "a.jpg", "y.jpg"),
+                           watermark_ok(job, "b.jpg", "p/b.jpg")});
+  CHECK(stats.inserted == 4);
+  CHECK(stats.duplicates == 2);
+  st->lookup(job, "/src", {"a.jpg", "b.jpg", "g.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == thumbs);
+  CHECK(k[0].preview_path == ".previews/a.jpg.jpg");
+  CHECK(k[1].preview_path == "p/b.jpg");
+  CHECK(k[1].thumbnail_paths.empty());
+  CHECK(k[2].thumbnail_paths == std::vector<std::string>{"t/g.jpg"});
+  CHECK(k[2].preview_path == "p/g.jpg");
+  CHECK(pr.image("/src", "g.jpg")->orientation == 3);
+  CHECK(pr.image("/src", "a.jpg")->width == 4000);
+  require_stage_counters_match_rows(pr, job);
+
+  // A later job's rows are new: they replace the image columns.
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  st->commit(j2, "/src",
+             {processing_ok(j2, "a.jpg", 2000, 1500, 8, "2022-02-03T04:05:06",
+                            {".thumbnails/512/a.jpg.jpg"}),
+              watermark_ok(j2, "a.jpg", ".previews/v2/a.jpg.jpg")});
+  st->lookup(j2, "/src", {"a.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{".thumbnails/512/a.jpg.jpg"});
+  CHECK(k[0].preview_path == ".previews/v2/a.jpg.jpg");
+  img = pr.image("/src", "a.jpg");
+  CHECK(img->width == 2000);
+  CHECK(img->height == 1500);
+  CHECK(img->orientation == 8);
+  CHECK(img->taken_at == "2022-02-03T04:05:06");
+
+  // Names: a preview path round-trips exactly; JSON cannot hold a thumbnail path
+  // that is not UTF-8, so each invalid byte reads back as U+FFFD.
+  const std::string odd_preview = std::string("p/bad \xff\xfe name\n'\".jpg");
+  st->commit(j2, "/src",
+             {outcome(j2, "e.jpg", file_status::ok, 50, true),
+              processing_ok(j2, "e.jpg", 10, 10, 1, "",
+                            {std::string("t/bad \xff.jpg"), "t/caf\xc3\xa9 \"q\" \\.jpg"}),
+              watermark_ok(j2, "e.jpg", odd_preview)});
+  st->lookup(j2, "/src", {"e.jpg"}, k);
+  CHECK(k[0].preview_path == odd_preview);
+  CHECK(k[0].thumbnail_paths ==
+        std::vector<std::string>{"t/bad \xef\xbf\xbd.jpg", "t/caf\xc3\xa9 \"q\" \\.jpg"});
+  // An empty thumbnail list is an empty array, not NULL.
+  st->commit(j2, "/src", {processing_ok(j2, "b.jpg", 5, 5, 1, "", {})});
+  img = pr.image("/src", "b.jpg");
+  CHECK(img->has_thumbnails);
+  CHECK(img->width == 5);
+  st->lookup(j2, "/src", {"b.jpg"}, k);
+  CHECK(k[0].thumbnail_paths.empty());
+}
+
+void new_content_clears_the_derived_files(const open_fn& open, const probe& pr) {
+  auto st = open(open_mode::read_write);
+  auto j1 = st->create_job("/src", "/lib", "{}");
+  std::vector<file_outcome> b;
+  for (std::string p : {"same.jpg", "new.jpg", "nohash.jpg", "gone.jpg"}) {
+    b.push_back(outcome(j1, p, file_status::ok, 10, true));
+    b.push_back(processing_ok(j1, p, 100, 100, 1, "2020-01-01T00:00:00", {"t/" + p}));
+    b.push_back(watermark_ok(j1, p, "p/" + p));
+  }
+  st->commit(j1, "/src", b);
+  const std::vector<std::string> paths = {"same.jpg", "new.jpg", "nohash.jpg", "gone.jpg"};
+  std::vector<known_file> k;
+  st->lookup(j1, "/src", paths, k);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    INFO(paths[i]);
+    CHECK(k[i].thumbnail_paths == std::vector<std::string>{"t/" + paths[i]});
+    CHECK(k[i].preview_path == "p/" + paths[i]);
+  }
+
+  auto j2 = st->create_job("/src", "/lib", "{}");
+  auto same = outcome(j2, "same.jpg", file_status::ok, 11, true); // same hash, re-read
+  auto changed = outcome(j2, "new.jpg", file_status::ok, 12, true);
+  changed.sha256 = std::string(64, 'b');
+  auto nohash = outcome(j2, "nohash.jpg", file_status::skipped, 10, true); // unchanged skip
+  nohash.sha256.clear();
+  nohash.error = "unchanged";
+  auto untouched = outcome(j2, "gone.jpg", file_status::failed, 0, false);
+  const std::vector<file_outcome> sync2 = {same, changed, nohash, untouched};
+  st->commit(j2, "/src", sync2);
+  st->lookup(j2, "/src", paths, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/same.jpg"});
+  CHECK(k[0].preview_path == "p/same.jpg");
+  CHECK(k[1].sha256 == std::string(64, 'b'));
+  CHECK(k[1].thumbnail_paths.empty());
+  CHECK(k[1].preview_path.empty());
+  CHECK(k[2].sha256 == std::string(64, 'a'));
+  CHECK(k[2].thumbnail_paths == std::vector<std::string>{"t/nohash.jpg"});
+  CHECK(k[2].preview_path == "p/nohash.jpg");
+  CHECK(k[3].thumbnail_paths == std::vector<std::string>{"t/gone.jpg"});
+  CHECK(k[3].preview_path == "p/gone.jpg");
+  CHECK_FALSE(pr.image("/src", "new.jpg")->has_thumbnails);
+
+  // The image stages of the new content fill them again ...
+  st->commit(j2, "/src",
+             {processing_ok(j2, "new.jpg", 300, 200, 1, "", {"t2/new.jpg"}),
+              watermark_ok(j2, "new.jpg", "p2/new.jpg")});
+  // ... and a redone sync batch does not clear them again (its rows are not new).
+  CHECK(st->commit(j2, "/src", sync2).inserted == 0);
+  st->lookup(j2, "/src", {"new.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t2/new.jpg"});
+  CHECK(k[0].preview_path == "p2/new.jpg");
+  CHECK(pr.image("/src", "new.jpg")->width == 300);
+
+  // A file first hashed now (stored without hash) counts as new content.
+  auto j3 = st->create_job("/src", "/lib", "{}");
+  auto first = outcome(j3, "late.jpg", file_status::skipped, 5, true);
+  first.sha256.clear();
+  st->commit(j3, "/src",
+             {first, processing_ok(j3, "late.jpg", 1, 1, 1, "", {"t/late.jpg"})});
+  st->lookup(j3, "/src", {"late.jpg"}, k);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/late.jpg"});
+  auto j4 = st->create_job("/src", "/lib", "{}");
+  st->commit(j4, "/src", {outcome(j4, "late.jpg", file_status::ok, 5, true)});
+  st->lookup(j4, "/src", {"late.jpg"}, k);
+  CHECK(k[0].thumbnail_paths.empty());
+  for (auto job : {j1, j2, j3, j4}) require_stage_counters_match_rows(pr, job);
 }
 
 } // namespace ms::test::contract
 
 // The contract on SQLite (the PostgreSQL runs are in tests/postgres_store.cpp).
 
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <filesystem>
 
 namespace {
+
+/// Rows of `sql` on a raw read-only connection to `path`, with text
+/// parameters; NULL reads as "<NULL>".
+std::vector<std::vector<std::string>> sqlite_rows(const std::string& path, const std::string& sql,
+                                                  const std::vector<std::string>& params) {
+  sqlite3* db = nullptr;
+  std::vector<std::vector<std::string>> out;
+  std::string err;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK) {
+      for (std::size_t i = 0; i < params.size(); ++i)
+        sqlite3_bind_text(s, static_cast<int>(i + 1), params[i].data(),
+                          static_cast<int>(params[i].size()), SQLITE_TRANSIENT);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        std::vector<std::string> row;
+        for (int c = 0; c < sqlite3_column_count(s); ++c) {
+          auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, c));
+          row.emplace_back(p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, c)))
+                             : std::string("<NULL>"));
+        }
+        out.push_back(std::move(row));
+      }
+      if (rc != SQLITE_DONE) err = sqlite3_errmsg(db);
+    } else {
+      err = sqlite3_errmsg(db);
+    }
+    sqlite3_finalize(s);
+  } else {
+    err = db ? sqlite3_errmsg(db) : "out of memory";
+  }
+  sqlite3_close_v2(db);
+  if (!err.empty()) throw std::runtime_error("raw query '" + sql + "' on " + path + ": " + err);
+  return out;
+}
 
 /// A fresh SQLite database file in a directory of its own, removed afterwards.
 struct sqlite_db {
@@ -531,9 +958,57 @@ struct sqlite_db {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
   }
+  std::string path() const { return dir + "/ms.db"; }
   ms::test::contract::open_fn opener() const {
-    std::string path = dir + "/ms.db";
-    return [path](ms::storage::open_mode mode) { return ms::storage::open_store(path, mode); };
+    std::string p = path();
+    return [p](ms::storage::open_mode mode) { return ms::storage::open_store(p, mode); };
+  }
+  ms::test::contract::probe prober() const {
+    using namespace ms::test::contract;
+    std::string p = path();
+    probe pr;
+    pr.stage_counters = [p](std::uint64_t job) {
+      stage_matrix m{};
+      for (const auto& r :
+           sqlite_rows(p,
+                       "SELECT stage, ok_files, failed_files, skipped_files"
+                       " FROM job_stage_counters WHERE job_id = ?1",
+                       {std::to_string(job)})) {
+        count_into(m, r[0], "ok", std::stoull(r[1]));
+        count_into(m, r[0], "failed", std::stoull(r[2]));
+        count_into(m, r[0], "skipped", std::stoull(r[3]));
+      }
+      return m;
+    };
+    pr.stage_rows = [p](std::uint64_t job) {
+      stage_matrix m{};
+      for (const auto& r : sqlite_rows(p,
+                                       "SELECT stage, status, COUNT(*) FROM file_results"
+                                       " WHERE job_id = ?1 GROUP BY stage, status",
+                                       {std::to_string(job)}))
+        count_into(m, r[0], r[1], std::stoull(r[2]));
+      return m;
+    };
+    pr.image = [p](const std::string& root,
+                   const std::string& path) -> std::optional<image_columns> {
+      auto r = sqlite_rows(p,
+                           "SELECT width, height, orientation, taken_at, thumbnail_paths IS NOT NULL"
+                           " FROM media_items WHERE source_root = ?1 AND path = ?2",
+                           {root, path});
+      if (r.empty()) return std::nullopt;
+      auto num = [](const std::string& v) -> std::optional<std::int64_t> {
+        if (v == "<NULL>") return std::nullopt;
+        return std::stoll(v);
+      };
+      image_columns c;
+      c.width = num(r[0][0]);
+      c.height = num(r[0][1]);
+      c.orientation = num(r[0][2]);
+      c.taken_at = r[0][3] == "<NULL>" ? "" : r[0][3];
+      c.has_thumbnails = r[0][4] == "1";
+      return c;
+    };
+    return pr;
   }
 };
 
@@ -552,4 +1027,9 @@ TEST_CASE("store contract on SQLite", "[store_contract][sqlite]") {
   SECTION("mark_missing") { mark_missing_marks_only_unseen(db.opener()); }
   SECTION("read_only") { read_only_reads_and_refuses_writes(db.opener()); }
   SECTION("stages") { lookup_reports_the_stages_done(db.opener()); }
+  SECTION("stage counters") {
+    stage_counters_equal_the_rows_of_each_stage(db.opener(), db.prober());
+  }
+  SECTION("image columns") { image_stages_write_the_media_columns(db.opener(), db.prober()); }
+  SECTION("new content") { new_content_clears_the_derived_files(db.opener(), db.prober()); }
 }

@@ -1,12 +1,16 @@
 // Storage behaviours every store backend must show, written once against the
 // store interface: each takes a factory opening the database under test, so the
 // SQLite and the PostgreSQL tests run the same cases (tests/postgres_store.cpp,
-// and below for SQLite). Checks use Catch2 assertions.
+// and at the end of tests/store_contract.cpp for SQLite). What the interface does
+// not return (job_stage_counters, the image columns) each backend's test reads
+// with SQL through a `probe`. Checks use Catch2 assertions.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,6 +23,36 @@ namespace ms::test::contract {
 
 /// Opens a store on the database under test (a new connection each call).
 using open_fn = std::function<std::unique_ptr<storage::store>(storage::open_mode)>;
+
+/// Counts of one job by stage and status: m[stage][status], indexed by the
+/// values of ms::stage and ms::file_status.
+using stage_matrix = std::array<std::array<std::uint64_t, 3>, stage_count>;
+
+/// Adds `n` to m[stage][status] given their stored names; fails the test on an
+/// unknown name.
+void count_into(stage_matrix& m, const std::string& stage, const std::string& status,
+                std::uint64_t n);
+
+/// media_items' image columns of one row, as the backend's probe reads them.
+struct image_columns {
+  std::optional<std::int64_t> width, height, orientation; ///< nullopt: NULL
+  /// "YYYY-MM-DDTHH:MM:SS" (PostgreSQL: the stored instant in UTC); "" for NULL.
+  std::string taken_at;
+  bool has_thumbnails = false; ///< thumbnail_paths is not NULL
+};
+
+/// Reads of the database under test that the store interface does not offer,
+/// done with SQL on a connection of their own (each backend's test provides them).
+struct probe {
+  /// job_stage_counters of `job` (a missing row counts 0).
+  std::function<stage_matrix(std::uint64_t job)> stage_counters;
+  /// file_results of `job` counted by stage and status.
+  std::function<stage_matrix(std::uint64_t job)> stage_rows;
+  /// The image columns of the media item (root, path), or nullopt when there is
+  /// no such row. ASCII names only.
+  std::function<std::optional<image_columns>(const std::string& root, const std::string& path)>
+      image;
+};
 
 struct caught {
   storage::errc code;
@@ -46,6 +80,18 @@ file_outcome outcome(std::uint64_t job, std::string path, file_status st, std::u
 /// A mixed batch: ok (touching media), failed and skipped, sizes 1000 + i.
 std::vector<file_outcome> mixed_batch(std::uint64_t job, int first, int n);
 void require_counters_match_rows(storage::store& st, std::uint64_t job);
+/// job_stage_counters of `job` equal its file_results rows per stage and status.
+void require_stage_counters_match_rows(const probe& pr, std::uint64_t job);
+/// An outcome of stage `stg` (see outcome(); image stages carry no sha256, mime or
+/// library path).
+file_outcome stage_outcome(std::uint64_t job, std::string path, stage stg, file_status st,
+                           bool touches_media = false);
+/// An ok processing outcome with touches_media and the given image data.
+file_outcome processing_ok(std::uint64_t job, std::string path, std::int32_t width,
+                           std::int32_t height, std::int32_t orientation, std::string taken_at,
+                           std::vector<std::string> thumbnails);
+/// An ok watermark outcome with touches_media and the given preview path.
+file_outcome watermark_ok(std::uint64_t job, std::string path, std::string preview);
 /// True for ISO-8601 UTC with milliseconds: "2026-11-28T12:00:00.123Z".
 bool is_iso_ms_utc(const std::string& s);
 /// Names that are awkward in SQL, in text encodings or in both.
@@ -62,5 +108,9 @@ void lookup_reports_media_and_results(const open_fn& open);
 void mark_missing_marks_only_unseen(const open_fn& open);
 void read_only_reads_and_refuses_writes(const open_fn& open);
 void lookup_reports_the_stages_done(const open_fn& open);
+// Schema version 2: the image stages.
+void stage_counters_equal_the_rows_of_each_stage(const open_fn& open, const probe& pr);
+void image_stages_write_the_media_columns(const open_fn& open, const probe& pr);
+void new_content_clears_the_derived_files(const open_fn& open, const probe& pr);
 
 } // namespace ms::test::contract
