@@ -324,7 +324,11 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
         return caf::make_error(caf::sec::runtime_error, "lookup for a job that is not open");
       std::vector<known_file> out;
       try {
+        auto t0 = std::chrono::steady_clock::now();
         with_reconnect(self, [&] { st.db->lookup(job_id, it->second.source_root, paths, out); });
+        spdlog::debug("writer: looked up {} path(s) in {} us", paths.size(),
+                      std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - t0).count());
       } catch (const std::exception& e) {
         return caf::make_error(caf::sec::runtime_error, e.what());
       }

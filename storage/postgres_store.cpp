@@ -197,9 +197,12 @@ const prepared statements[] = {
      "          AND f.path_raw IS NOT DISTINCT FROM q.raw),"
      "       m.thumbnail_paths::text, m.preview_path, m.preview_path_raw"
      " FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS q(path, raw, n)"
-     " LEFT JOIN media_items m"
-     "   ON " MS_NAME_EQ("m.source_root", "$2", "$3") " AND m.path = q.path"
-     "  AND m.path_raw IS NOT DISTINCT FROM q.raw"
+     // LATERAL + LIMIT 1: one index probe on (source_root, path) per path. A plain join's
+     // generic plan, made while media_items is small, reads every item of the source per
+     // lookup (measured: O(items) per lookup, 140 ms for 256 paths at 10,000 items).
+     " LEFT JOIN LATERAL (SELECT * FROM media_items mi"
+     "   WHERE " MS_NAME_EQ("mi.source_root", "$2", "$3") " AND mi.path = q.path"
+     "     AND mi.path_raw IS NOT DISTINCT FROM q.raw LIMIT 1) m ON true"
      " ORDER BY q.n"},
     {"ms_insert_job",
      "INSERT INTO sync_jobs (source_root, source_root_raw, dest_root, dest_root_raw, status,"
