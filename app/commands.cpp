@@ -191,6 +191,24 @@ int exit_for(const job_result& r) {
   }
 }
 
+/// Asks the supervisor to run `spec` and hands the reply to `me` as a done message, so the
+/// main thread can take progress messages while it waits. (A function with arguments, not
+/// an argument-less lambda: CAF 0.17 dereferences a null argument tuple for the latter.)
+caf::behavior relay_run(caf::event_based_actor* a, supervisor_actor sup, job_spec spec,
+                        caf::actor me) {
+  a->request(sup, caf::infinite, run_atom::value, spec, me)
+    .then([=](job_result& r) { a->send(me, done_atom::value, std::move(r)); a->quit(); },
+          [=](caf::error& e) {
+            job_result r;
+            r.job_id = spec.job_id;
+            r.status = job_status::failed;
+            r.error = a->system().render(e);
+            a->send(me, done_atom::value, std::move(r));
+            a->quit();
+          });
+  return {[](caf::unit_t) {}};
+}
+
 /// Runs one job (new or resumed) through the actor system and reports it.
 int run_job(const options& opt, job_spec spec) {
   signal_guard signals;
@@ -220,19 +238,7 @@ int run_job(const options& opt, job_spec spec) {
     caf::scoped_actor self{sys};
     caf::actor me = self;
     // A small actor awaits the run's reply and hands it to this thread's mailbox.
-    sys.spawn([sup, spec, me](caf::event_based_actor* a) -> caf::behavior {
-      a->request(sup, caf::infinite, run_atom::value, spec, me)
-        .then([=](job_result& r) { a->send(me, done_atom::value, std::move(r)); a->quit(); },
-              [=](caf::error& e) {
-                job_result r;
-                r.job_id = spec.job_id;
-                r.status = job_status::failed;
-                r.error = a->system().render(e);
-                a->send(me, done_atom::value, std::move(r));
-                a->quit();
-              });
-      return {[](caf::unit_t) {}};
-    });
+    sys.spawn(relay_run, sup, spec, me);
     bool done = false;
     while (!done)
       self->receive([&](progress_atom, const job_progress& p) { display.update(p); },

@@ -52,23 +52,14 @@ open_fn opener(const std::string& url) {
 probe pg_probe(const pg_database& db) {
   probe pr;
   pr.stage_counters = [&db](std::uint64_t job) {
-    stage_matrix m{};
-    for (const auto& r : db.rows("SELECT stage, ok_files, failed_files, skipped_files"
-                                 " FROM job_stage_counters WHERE job_id = $1",
-                                 {std::to_string(job)})) {
-      count_into(m, r[0], "ok", std::stoull(r[1]));
-      count_into(m, r[0], "failed", std::stoull(r[2]));
-      count_into(m, r[0], "skipped", std::stoull(r[3]));
-    }
-    return m;
+    return counters_matrix(db.rows("SELECT stage, ok_files, failed_files, skipped_files"
+                                   " FROM job_stage_counters WHERE job_id = $1",
+                                   {std::to_string(job)}));
   };
   pr.stage_rows = [&db](std::uint64_t job) {
-    stage_matrix m{};
-    for (const auto& r : db.rows("SELECT stage, status, count(*) FROM file_results"
-                                 " WHERE job_id = $1 GROUP BY stage, status",
-                                 {std::to_string(job)}))
-      count_into(m, r[0], r[1], std::stoull(r[2]));
-    return m;
+    return rows_matrix(db.rows("SELECT stage, status, count(*) FROM file_results"
+                               " WHERE job_id = $1 GROUP BY stage, status",
+                               {std::to_string(job)}));
   };
   pr.image = [&db](const std::string& root,
                    const std::string& path) -> std::optional<image_columns> {
@@ -79,17 +70,7 @@ probe pg_probe(const pg_database& db) {
                      " AND path = $2 AND path_raw IS NULL",
                      {root, path});
     if (r.empty()) return std::nullopt;
-    auto num = [](const std::string& v) -> std::optional<std::int64_t> {
-      if (v == "<NULL>") return std::nullopt;
-      return std::stoll(v);
-    };
-    image_columns c;
-    c.width = num(r[0][0]);
-    c.height = num(r[0][1]);
-    c.orientation = num(r[0][2]);
-    c.taken_at = r[0][3] == "<NULL>" ? "" : r[0][3];
-    c.has_thumbnails = r[0][4] == "t";
-    return c;
+    return image_columns_of(r[0], "t");
   };
   return pr;
 }

@@ -69,6 +69,41 @@ void count_into(stage_matrix& m, const std::string& stage_name, const std::strin
   m[static_cast<std::size_t>(sg)][static_cast<std::size_t>(st)] += n;
 }
 
+stage_matrix counters_matrix(const text_rows& rows) {
+  stage_matrix m{};
+  for (const auto& r : rows) {
+    REQUIRE(r.size() == 4);
+    count_into(m, r[0], "ok", std::stoull(r[1]));
+    count_into(m, r[0], "failed", std::stoull(r[2]));
+    count_into(m, r[0], "skipped", std::stoull(r[3]));
+  }
+  return m;
+}
+
+stage_matrix rows_matrix(const text_rows& rows) {
+  stage_matrix m{};
+  for (const auto& r : rows) {
+    REQUIRE(r.size() == 3);
+    count_into(m, r[0], r[1], std::stoull(r[2]));
+  }
+  return m;
+}
+
+image_columns image_columns_of(const std::vector<std::string>& row, const std::string& true_text) {
+  REQUIRE(row.size() == 5);
+  auto num = [](const std::string& v) -> std::optional<std::int64_t> {
+    if (v == "<NULL>") return std::nullopt;
+    return std::stoll(v);
+  };
+  image_columns c;
+  c.width = num(row[0]);
+  c.height = num(row[1]);
+  c.orientation = num(row[2]);
+  c.taken_at = row[3] == "<NULL>" ? "" : row[3];
+  c.has_thumbnails = row[4] == true_text;
+  return c;
+}
+
 void require_stage_counters_match_rows(const probe& pr, std::uint64_t job) {
   INFO("job " << job << ": job_stage_counters == file_results per [stage][ok, skipped, failed]");
   stage_matrix counters = pr.stage_counters(job), rows = pr.stage_rows(job);
@@ -224,8 +259,13 @@ void reapplying_a_batch_is_a_noop(const open_fn& open) {
   for (std::size_t i = 0; i < paths.size(); ++i) {
     INFO("path " << paths[i]);
     CHECK(known_after[i].has_media == known_before[i].has_media);
+    CHECK(known_after[i].missing == known_before[i].missing);
     CHECK(known_after[i].size == known_before[i].size);
+    CHECK(known_after[i].mtime_ns == known_before[i].mtime_ns);
     CHECK(known_after[i].sha256 == known_before[i].sha256);
+    CHECK(known_after[i].mime == known_before[i].mime);
+    CHECK(known_after[i].library_path == known_before[i].library_path);
+    CHECK(known_after[i].has_result == known_before[i].has_result);
   }
   require_counters_match_rows(*st, job);
 
@@ -248,7 +288,7 @@ void failing_commits_write_nothing(const open_fn& open) {
     auto ghost = job + 7;
     auto e = expect_error([&] { st->commit(ghost, "/src", mixed_batch(ghost, 0, 20)); });
     CHECK(e.code == errc::not_found);
-    CHECK(contains(e.what, st->describe()));
+    CHECK(contains(e.what, "'" + st->describe() + "'"));
     CHECK(st->count_rows(ghost).ok == 0);
   }
   {
@@ -305,6 +345,8 @@ void jobs_are_created_finished_totalled_and_listed(const open_fn& open) {
   j = st->job(a);
   CHECK(j->status == job_status::interrupted);
   CHECK(j->finished_at.empty());
+  st->set_job_status(a, job_status::failed, true);
+  CHECK(st->job(a)->status == job_status::failed);
   CHECK(expect_error([&] { st->set_job_status(c + 100, job_status::failed, true); }).code ==
         errc::not_found);
 
@@ -394,12 +436,26 @@ void media_upsert_keeps_first_job_id(const open_fn& open) {
   auto j1 = st->create_job("/src", "/lib", "{}");
   st->commit(j1, "/src", {outcome(j1, "a.jpg", file_status::ok, 10, true)});
   std::vector<known_file> k;
+  st->lookup(j1, "/src", {"a.jpg"}, k);
+  REQUIRE(k.size() == 1);
+  CHECK(k[0].has_media);
+  CHECK_FALSE(k[0].missing);
+  CHECK(k[0].size == 10);
+  CHECK(k[0].mtime_ns == 1'700'000'000'000'000'010LL);
+  CHECK(k[0].sha256 == std::string(64, 'a'));
+  CHECK(k[0].mime == "image/jpeg");
+  CHECK(k[0].library_path == "2026/11/28/a.jpg");
   auto j2 = st->create_job("/src", "/lib", "{}");
-  // An unchanged skip without a hash refreshes the row and keeps the content fields.
+  // An unchanged skip without a hash refreshes the row (last_job_id: mark_missing
+  // of that job finds it seen) and keeps the content fields.
   auto o = outcome(j2, "a.jpg", file_status::skipped, 10, true);
   o.error.clear();
   st->commit(j2, "/src", {o});
+  CHECK(st->mark_missing(j2, "/src") == 0);
   st->lookup(j2, "/src", {"a.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
+  CHECK(k[0].size == 10);
+  CHECK(k[0].mtime_ns == o.mtime_ns);
   CHECK(k[0].sha256 == std::string(64, 'a'));
   CHECK(k[0].mime == "image/jpeg");
   CHECK(k[0].library_path == "2026/11/28/a.jpg");
@@ -411,6 +467,7 @@ void media_upsert_keeps_first_job_id(const open_fn& open) {
   o.library_path = "2026/11/29/a.png";
   st->commit(j3, "/src", {o});
   st->lookup(j3, "/src", {"a.jpg"}, k);
+  CHECK_FALSE(k[0].missing);
   CHECK(k[0].size == 20);
   CHECK(k[0].mtime_ns == o.mtime_ns);
   CHECK(k[0].sha256 == std::string(64, 'c'));
@@ -421,6 +478,7 @@ void media_upsert_keeps_first_job_id(const open_fn& open) {
   st->commit(j4, "/src", {outcome(j4, "a.jpg", file_status::failed, 99, false)});
   st->lookup(j4, "/src", {"a.jpg"}, k);
   CHECK(k[0].size == 20);
+  CHECK(k[0].sha256 == std::string(64, 'c'));
   CHECK(st->count_known("/src") == 1);
 }
 
@@ -453,9 +511,10 @@ void lookup_reports_media_and_results(const open_fn& open) {
   CHECK_FALSE(out[2].has_media);
   CHECK_FALSE(out[2].has_result);
   CHECK_FALSE(out[2].missing);
-  st->lookup(j2, "/src", paths, out);
+  st->lookup(j2, "/src", paths, out); // another job: media known, no results yet
   CHECK(out[0].has_media);
   CHECK_FALSE(out[0].has_result);
+  CHECK_FALSE(out[1].has_result);
   st->lookup(j1, "/other", paths, out);
   CHECK_FALSE(out[0].has_media);
   CHECK(out[0].has_result); // results are keyed by job, not root
@@ -487,6 +546,7 @@ void mark_missing_marks_only_unseen(const open_fn& open) {
   CHECK_FALSE(k[1].missing);
   CHECK(k[2].missing);
   CHECK(k[3].missing);
+  CHECK(k[2].has_media);
   auto j3 = st->create_job("/src", "/lib", "{}");
   st->commit(j3, "/src", {outcome(j3, "c.jpg", file_status::ok, 3, true)});
   st->lookup(j3, "/src", {"c.jpg"}, k);
@@ -968,26 +1028,16 @@ struct sqlite_db {
     std::string p = path();
     probe pr;
     pr.stage_counters = [p](std::uint64_t job) {
-      stage_matrix m{};
-      for (const auto& r :
-           sqlite_rows(p,
-                       "SELECT stage, ok_files, failed_files, skipped_files"
-                       " FROM job_stage_counters WHERE job_id = ?1",
-                       {std::to_string(job)})) {
-        count_into(m, r[0], "ok", std::stoull(r[1]));
-        count_into(m, r[0], "failed", std::stoull(r[2]));
-        count_into(m, r[0], "skipped", std::stoull(r[3]));
-      }
-      return m;
+      return counters_matrix(sqlite_rows(p,
+                                         "SELECT stage, ok_files, failed_files, skipped_files"
+                                         " FROM job_stage_counters WHERE job_id = ?1",
+                                         {std::to_string(job)}));
     };
     pr.stage_rows = [p](std::uint64_t job) {
-      stage_matrix m{};
-      for (const auto& r : sqlite_rows(p,
-                                       "SELECT stage, status, COUNT(*) FROM file_results"
-                                       " WHERE job_id = ?1 GROUP BY stage, status",
-                                       {std::to_string(job)}))
-        count_into(m, r[0], r[1], std::stoull(r[2]));
-      return m;
+      return rows_matrix(sqlite_rows(p,
+                                     "SELECT stage, status, COUNT(*) FROM file_results"
+                                     " WHERE job_id = ?1 GROUP BY stage, status",
+                                     {std::to_string(job)}));
     };
     pr.image = [p](const std::string& root,
                    const std::string& path) -> std::optional<image_columns> {
@@ -996,17 +1046,7 @@ struct sqlite_db {
                            " FROM media_items WHERE source_root = ?1 AND path = ?2",
                            {root, path});
       if (r.empty()) return std::nullopt;
-      auto num = [](const std::string& v) -> std::optional<std::int64_t> {
-        if (v == "<NULL>") return std::nullopt;
-        return std::stoll(v);
-      };
-      image_columns c;
-      c.width = num(r[0][0]);
-      c.height = num(r[0][1]);
-      c.orientation = num(r[0][2]);
-      c.taken_at = r[0][3] == "<NULL>" ? "" : r[0][3];
-      c.has_thumbnails = r[0][4] == "1";
-      return c;
+      return image_columns_of(r[0], "1");
     };
     return pr;
   }

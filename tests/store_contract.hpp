@@ -54,6 +54,16 @@ struct probe {
       image;
 };
 
+/// Rows as the probes read them: one string per column, NULL as "<NULL>".
+using text_rows = std::vector<std::vector<std::string>>;
+/// A matrix from job_stage_counters rows (stage, ok_files, failed_files, skipped_files).
+stage_matrix counters_matrix(const text_rows& rows);
+/// A matrix from file_results counts (stage, status, count).
+stage_matrix rows_matrix(const text_rows& rows);
+/// The image columns from a row (width, height, orientation, taken_at,
+/// thumbnail_paths IS NOT NULL), `true_text` being how the backend writes true.
+image_columns image_columns_of(const std::vector<std::string>& row, const std::string& true_text);
+
 struct caught {
   storage::errc code;
   std::string what;
