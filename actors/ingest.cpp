@@ -61,8 +61,6 @@
 //  - compare_sha256 set: the file is hashed without writing; equal -> status skipped,
 //    error "unchanged (checksum)", library_path = known_library_path,
 //    touches_media = true; otherwise it is read again and copied.
-//  - dry_run: hashed and sniffed, nothing written; status ok, library_path empty and
-//    touches_media false (the file is not in the library).
 //  - Test hooks (declared by tests/ingest.cpp only): detail::ingest_force_named_temp(true)
 //    makes the ingestors constructed afterwards skip O_TMPFILE (the fallback above);
 //    detail::ingest_temp_names_used() counts the temporary names used so far.
@@ -613,23 +611,18 @@ file_outcome ingestor::ingest(const ingest_request& req) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   std::uint64_t total = 0;
 
-  // --- hash only: checksum comparison or dry run
-  if (!req.compare_sha256.empty() || req.dry_run) {
+  // --- hash only: checksum comparison
+  if (!req.compare_sha256.empty()) {
     if (!s.pass(fd, -1, expected, total, digest))
       return fail(std::move(s.error));
     if (!unchanged(total))
       return fail("changed while being read");
     set_result(total, digest);
-    if (!req.compare_sha256.empty()
-        && ::strcasecmp(o.sha256.c_str(), req.compare_sha256.c_str()) == 0) {
+    if (::strcasecmp(o.sha256.c_str(), req.compare_sha256.c_str()) == 0) {
       o.status = file_status::skipped;
       o.error = "unchanged (checksum)";
       o.library_path = req.known_library_path;
       o.touches_media = true;
-      return finish();
-    }
-    if (req.dry_run) {
-      o.status = file_status::ok;
       return finish();
     }
     if (::lseek(fd, 0, SEEK_SET) != 0)

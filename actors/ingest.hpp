@@ -17,7 +17,6 @@ struct ingest_request {
   std::int64_t mtime_ns = 0;  ///< as scanned
   std::string compare_sha256; ///< if set (--checksum): skip when the content hashes to this
   std::string known_library_path; ///< with compare_sha256: where the unchanged file already lives
-  bool dry_run = false;       ///< hash and sniff, but write nothing
 };
 
 /// Per-thread ingest context: the open source and destination roots and a cache of

@@ -740,21 +740,6 @@ TEST_CASE("ingest: compare_sha256 skips unchanged content without writing", "[in
   CHECK(get(sb.dst, "x/y.png") == data);
 }
 
-TEST_CASE("ingest: dry run hashes and sniffs but writes nothing", "[ingest]") {
-  sandbox sb;
-  put(sb.src, "a/b.jpg", jpeg_header + "rest");
-  ingestor ing{sb.src, sb.dst};
-  auto req = req_for("a/b.jpg");
-  req.dry_run = true;
-  auto o = ing.ingest(req);
-  CHECK(o.status == file_status::ok);
-  CHECK(o.sha256 == sha256_hex(jpeg_header + "rest"));
-  CHECK(o.mime == "image/jpeg");
-  CHECK(o.library_path.empty());
-  CHECK_FALSE(o.touches_media);
-  CHECK(list(sb.dst).empty());
-}
-
 TEST_CASE("ingest: content changing while read is detected", "[ingest]") {
   // /proc files claim size 0 and then deliver bytes: the size check catches it.
   const bool named = GENERATE(false, true);
