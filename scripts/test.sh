@@ -39,7 +39,7 @@ case $preset in
   tsan)
     build_dir=build-tsan
     cmake_args=(-DMEDIASYNC_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug -DMEDIASYNC_BENCH=OFF)
-    export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}halt_on_error=1:second_deadlock_stack=1" ;;
+    export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp" ;;
   *)
     die "unknown preset '$preset' (expected default, asan or tsan)" ;;
 esac
