@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "actors/ingest.hpp"
+#include "test_util.hpp"
 
 // Test hooks defined in actors/ingest.cpp.
 namespace ms::detail {
@@ -31,31 +32,10 @@ std::uint64_t ingest_temp_names_used();
 } // namespace ms::detail
 
 using namespace ms;
+namespace test = ms::test;
 
 namespace {
 
-void remove_at(int dirfd, const char* name) {
-  struct stat sb;
-  if (::fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-    return;
-  if (S_ISDIR(sb.st_mode)) {
-    ::fchmodat(dirfd, name, 0700, 0);
-    int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      DIR* d = ::fdopendir(fd);
-      std::vector<std::string> names;
-      while (struct dirent* e = ::readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-          names.emplace_back(e->d_name);
-      for (auto& n : names)
-        remove_at(fd, n.c_str());
-      ::closedir(d);
-    }
-    ::unlinkat(dirfd, name, AT_REMOVEDIR);
-  } else {
-    ::unlinkat(dirfd, name, 0);
-  }
-}
 
 /// A temp directory with src/ and dst/ inside.
 struct sandbox {
@@ -70,7 +50,7 @@ struct sandbox {
     ::mkdir(src.c_str(), 0755);
     ::mkdir(dst.c_str(), 0755);
   }
-  ~sandbox() { remove_at(AT_FDCWD, path.c_str()); }
+  ~sandbox() { test::remove_tree(path); }
   sandbox(const sandbox&) = delete;
   sandbox& operator=(const sandbox&) = delete;
 };
@@ -565,7 +545,7 @@ TEST_CASE("ingest: a vanished file fails with a reason", "[ingest]") {
   CHECK(o.error == "vanished before it was read");
   // the cached source directory was deleted and made again: the new one is read
   CHECK(ing.ingest(req_for("d/here")).status == file_status::ok);
-  remove_at(AT_FDCWD, (sb.src + "/d").c_str());
+  test::remove_tree(sb.src + "/d");
   put(sb.src, "d/here", "2");
   o = ing.ingest(req_for("d/here"));
   CHECK(o.status == file_status::ok);
@@ -636,7 +616,7 @@ TEST_CASE("ingest: a library directory replaced by a symlink is never followed",
     CHECK(ing.ingest(req_for("a/b/one.jpg")).status == file_status::ok);
   }
   // a/b in the library becomes a symlink to a directory outside DEST
-  remove_at(AT_FDCWD, (sb.dst + "/a/b").c_str());
+  test::remove_tree(sb.dst + "/a/b");
   REQUIRE(::symlink(outside.c_str(), (sb.dst + "/a/b").c_str()) == 0);
   // c in the library is a symlink too
   REQUIRE(::symlink(outside.c_str(), (sb.dst + "/c").c_str()) == 0);
@@ -676,7 +656,7 @@ TEST_CASE("ingest: a library directory replaced by a symlink is never followed",
   put(sb.src, "k/one", "1");
   put(sb.src, "k/two", "2");
   CHECK(ing.ingest(req_for("k/one")).status == file_status::ok);
-  remove_at(AT_FDCWD, (sb.dst + "/k").c_str());
+  test::remove_tree(sb.dst + "/k");
   REQUIRE(::symlink(outside.c_str(), (sb.dst + "/k").c_str()) == 0);
   o = ing.ingest(req_for("k/two"));  // the cached fd names the removed directory
   CHECK(o.status == file_status::failed);
@@ -954,7 +934,7 @@ TEST_CASE("ingest: a cached library directory removed meanwhile is made again", 
   put(sb.src, "k/b", "b");
   ingestor ing{sb.src, sb.dst};
   CHECK(ing.ingest(req_for("k/a")).status == file_status::ok);
-  remove_at(AT_FDCWD, (sb.dst + "/k").c_str());
+  test::remove_tree(sb.dst + "/k");
   auto o = ing.ingest(req_for("k/b"));
   CHECK(o.status == file_status::ok);
   CHECK(o.error == "");

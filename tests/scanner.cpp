@@ -22,35 +22,15 @@
 #include <vector>
 
 #include "actors/scanner.hpp"
+#include "test_util.hpp"
 
 using namespace ms;
+namespace test = ms::test;
 
 namespace {
 
 // ------------------------------------------------------------------ fs helpers
 
-void remove_at(int dirfd, const char* name) {
-  struct stat sb;
-  if (::fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-    return;
-  if (S_ISDIR(sb.st_mode)) {
-    ::fchmodat(dirfd, name, 0700, 0);
-    int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      DIR* d = ::fdopendir(fd);
-      std::vector<std::string> names;
-      while (struct dirent* e = ::readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-          names.emplace_back(e->d_name);
-      for (auto& n : names)
-        remove_at(fd, n.c_str());
-      ::closedir(d);
-    }
-    ::unlinkat(dirfd, name, AT_REMOVEDIR);
-  } else {
-    ::unlinkat(dirfd, name, 0);
-  }
-}
 
 struct tmp_tree {
   std::string path;
@@ -60,7 +40,7 @@ struct tmp_tree {
       throw std::runtime_error("mkdtemp failed");
     path = tmpl;
   }
-  ~tmp_tree() { remove_at(AT_FDCWD, path.c_str()); }
+  ~tmp_tree() { test::remove_tree(path); }
   tmp_tree(const tmp_tree&) = delete;
   tmp_tree& operator=(const tmp_tree&) = delete;
   std::string operator/(const std::string& rel) const { return path + "/" + rel; }

@@ -1,12 +1,15 @@
 #include "test_util.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -17,6 +20,35 @@ namespace ms::test {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+void remove_at(int dirfd, const char* name) {
+  struct stat sb;
+  if (::fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+    return;
+  if (S_ISDIR(sb.st_mode)) {
+    ::fchmodat(dirfd, name, 0700, 0);
+    int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      DIR* d = ::fdopendir(fd);
+      std::vector<std::string> names;
+      while (struct dirent* e = ::readdir(d))
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+          names.emplace_back(e->d_name);
+      for (auto& n : names)
+        remove_at(fd, n.c_str());
+      ::closedir(d);
+    }
+    ::unlinkat(dirfd, name, AT_REMOVEDIR);
+  } else {
+    ::unlinkat(dirfd, name, 0);
+  }
+}
+
+} // namespace
+
+void remove_tree(const std::string& path) { remove_at(AT_FDCWD, path.c_str()); }
+
 temp_dir::temp_dir() {
   std::string tmpl = (fs::temp_directory_path() / "mediasync-test-XXXXXX").string();
   if (!::mkdtemp(tmpl.data()))
@@ -24,16 +56,7 @@ temp_dir::temp_dir() {
   path_ = tmpl;
 }
 
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  // Make everything removable (tests take permissions away).
-  for (auto it = fs::recursive_directory_iterator(path_, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && !it->is_symlink(ec))
-      fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
-  }
-  fs::remove_all(path_, ec);
-}
+temp_dir::~temp_dir() { remove_tree(path_); }
 
 void write_file(const std::string& path, const std::string& bytes) {
   fs::create_directories(fs::path(path).parent_path());

@@ -21,6 +21,11 @@ private:
   std::string path_;
 };
 
+/// Removes `path` and everything under it, giving directories back their permissions
+/// first, without following symlinks and relative to directory fds (so trees deeper
+/// than PATH_MAX go too). Missing paths are fine.
+void remove_tree(const std::string& path);
+
 /// Writes `bytes` to `path`, creating parent directories.
 void write_file(const std::string& path, const std::string& bytes);
 /// Reads a whole file; throws if it cannot.
