@@ -38,12 +38,12 @@
 #include "actors/messages.hpp"
 #include "actors/progress_writer.hpp"
 #include "storage/sqlite_store.hpp"
+#include "bench/bench_common.hpp"
 #include "storage/store.hpp"
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-using batches = std::vector<std::vector<ms::file_outcome>>;
+using namespace ms::bench;
 
 struct options {
   std::uint64_t rows = 200000;
@@ -90,53 +90,6 @@ options parse_args(int argc, char** argv) {
   return o;
 }
 
-batches make_batches(const options& o, std::uint64_t job_id) {
-  batches out;
-  std::vector<ms::file_outcome> cur;
-  char buf[128];
-  for (std::uint64_t i = 0; i < o.rows; ++i) {
-    ms::file_outcome f;
-    f.job_id = job_id;
-    std::snprintf(buf, sizeof buf, "dir%04llu/file%06llu.jpg",
-                  static_cast<unsigned long long>(i / 1000), static_cast<unsigned long long>(i));
-    f.path = buf;
-    f.size = 100000 + (i * 7919) % 5000000;
-    f.mtime_ns = 1700000000000000000LL + static_cast<std::int64_t>(i) * 1000;
-    f.duration_us = static_cast<std::int64_t>(500 + i % 1000);
-    switch (i % 4) {
-      case 0:
-      case 2:
-        f.status = ms::file_status::ok;
-        f.touches_media = true;
-        std::snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx",
-                      static_cast<unsigned long long>(i * 0x9e3779b97f4a7c15ULL),
-                      static_cast<unsigned long long>(i ^ 0xdeadbeefcafef00dULL),
-                      static_cast<unsigned long long>(i * 31 + 7),
-                      static_cast<unsigned long long>(~i));
-        f.sha256 = buf;
-        f.mime = "image/jpeg";
-        std::snprintf(buf, sizeof buf, "2026/11/28/file%06llu.jpg",
-                      static_cast<unsigned long long>(i));
-        f.library_path = buf;
-        break;
-      case 1:
-        f.status = ms::file_status::skipped;
-        f.error = "special file (FIFO)";
-        break;
-      default:
-        f.status = ms::file_status::failed;
-        f.error = "open: Permission denied";
-        break;
-    }
-    cur.push_back(std::move(f));
-    if (cur.size() == o.batch) {
-      out.push_back(std::move(cur));
-      cur.clear();
-    }
-  }
-  if (!cur.empty()) out.push_back(std::move(cur));
-  return out;
-}
 
 void remove_db(const std::string& path) {
   for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((path + suffix).c_str());
@@ -154,16 +107,7 @@ std::string now_iso() {
   return buf;
 }
 
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
-/// CPU time (user + system) of this process, in seconds.
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
 
 /// Outcomes per second of one timed loop, by wall clock and by CPU time
 /// (the latter is less disturbed by other load on a shared machine).
@@ -335,11 +279,6 @@ rate run_raw(const std::string& path, const batches& data, std::uint64_t rows) {
   return {static_cast<double>(rows) / s, static_cast<double>(rows) / cpu};
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 } // namespace
 
@@ -354,7 +293,7 @@ int main(int argc, char** argv) {
   cfg.set("scheduler.policy", caf::atom("sharing"));
   caf::actor_system sys{cfg};
   try {
-    batches data = make_batches(o, 1);
+    batches data = make_batches(o.rows, o.batch, 1);
     std::printf("writer_bench: %llu outcomes, batch %zu, dir %s, %d runs each (alternating), "
                 "SQLite %s\n",
                 static_cast<unsigned long long>(o.rows), o.batch, o.dir.c_str(), o.runs,
