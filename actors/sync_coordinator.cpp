@@ -34,7 +34,6 @@ struct coordinator_state {
   std::array<std::deque<file_task>, stage_count> pending;  ///< per stage: waiting for a worker
   std::vector<scan_entry> chunk;             ///< scanned, waiting for the lookup reply
   std::uint64_t inflight = 0;                ///< sent to a worker or the writer, not yet durable
-  std::uint64_t already_done = 0;            ///< committed by an earlier run of this job
   job_progress last;                         ///< last durable ack
 
   bool opened = false;
@@ -229,7 +228,6 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
     auto& k = known[i];
     if (k.has_result) {
       // Ingested by an earlier run of this job: only its uncommitted image stages remain.
-      ++st.already_done;
       if (e.kind == entry_kind::regular && k.has_media && !k.library_path.empty())
         plan_image_stages(self, e.path, k.mime, k.library_path, &k, false, direct);
       continue;
