@@ -11,6 +11,7 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -329,8 +330,9 @@ std::string commit_media_sql() {
 /// source root, $4..$17 one array per column (see commit(); `touches` is the
 /// outcome's touches_media, any stage). No row comes back (nothing written) when
 /// the job does not exist; else one row: the number of new rows, and the
-/// positions (1-based, in the arrays) of the new processing / watermark rows
-/// with touches_media, for ms_commit_images (NULL when there are none).
+/// positions (1-based, in the arrays, ascending) of all new rows (NULL when there
+/// are none): commit() counts them by stage and status, and picks the processing
+/// / watermark rows with touches_media among them for ms_commit_images.
 std::string commit_redo_sql() {
   const std::string src =
       "b JOIN ins ON ins.path = b.path AND ins.stage = b.stage"
@@ -362,8 +364,7 @@ std::string commit_redo_sql() {
          "), cnt AS ("
          // The job counters mirror count_rows(), which counts stage sync.
          "  SELECT count(*) AS n,"
-         "         array_agg(b.n ORDER BY b.n)"
-         "           FILTER (WHERE b.touches AND b.stage <> 'sync') AS images,"
+         "         array_agg(b.n ORDER BY b.n) AS fresh,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'ok') AS ok,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'failed') AS failed,"
          "         count(*) FILTER (WHERE b.stage = 'sync' AND b.status = 'skipped') AS skipped,"
@@ -378,7 +379,7 @@ std::string commit_redo_sql() {
          "   processed_bytes = j.processed_bytes + cnt.bytes,"
          "   updated_at = now()"
          " FROM cnt WHERE j.id = $1"
-         " RETURNING cnt.n, cnt.images";
+         " RETURNING cnt.n, cnt.fresh";
 }
 
 /// The image columns of the batch's new processing / watermark outcomes with
@@ -808,6 +809,17 @@ struct session {
 // ---------------------------------------------------------------------------
 // URLs.
 
+std::string libpq_conninfo(const std::string& url) {
+  std::string out = url;
+  if (starts_with_nocase(out, "postgres://") || starts_with_nocase(out, "postgresql://")) {
+    auto end = out.find("://");
+    for (std::size_t i = 0; i < end; ++i)
+      out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
+  }
+  return out;
+}
+
+
 bool is_postgres_url(std::string_view url) {
   if (starts_with_nocase(url, "postgres://") || starts_with_nocase(url, "postgresql://"))
     return true;
@@ -936,18 +948,6 @@ std::string pg_display_form(std::string_view bytes, bool& exact) {
 
 namespace {
 
-/// The URL handed to libpq: as given, but with the scheme in lower case
-/// (libpq recognises only "postgresql://" and "postgres://").
-std::string libpq_conninfo(const std::string& url) {
-  std::string out = url;
-  if (starts_with_nocase(out, "postgres://") || starts_with_nocase(out, "postgresql://")) {
-    auto end = out.find("://");
-    for (std::size_t i = 0; i < end; ++i)
-      out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
-  }
-  return out;
-}
-
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   if (from.empty()) return;
   for (std::size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
@@ -972,6 +972,23 @@ struct postgres_store::impl {
       i_prev, i_preview, i_preview_raw;
   std::string scratch;
   std::string copy_buf;
+
+  /// Rows of a commit whose COMMIT was in doubt (the connection broke while it
+  /// was in flight): each was new when that transaction wrote it, so if it
+  /// exists when a later commit of the same outcomes finds it, that COMMIT was
+  /// applied and the row is counted then (see commit_stats). Keyed by (job,
+  /// stage, path); removed once a commit that returns has seen the row.
+  struct doubt_key {
+    std::uint64_t job;
+    std::uint8_t stg;
+    std::string path;
+    auto operator<=>(const doubt_key&) const = default;
+  };
+  struct doubt_row {
+    file_status status;
+    std::uint64_t size;
+  };
+  std::map<doubt_key, doubt_row> in_doubt;
 
   impl(std::string u, open_mode m)
       : url(std::move(u)), conninfo(libpq_conninfo(url)), shown(redact_url(url)), mode(m) {}
@@ -1101,40 +1118,16 @@ struct postgres_store::impl {
     }
   }
 
-  /// Checks the URL the way libpq parses it; throws bad_url.
+  /// Checks the URL the way libpq parses it (throws bad_url) and takes its password.
   void check_url() {
+    storage::check_url(url);
     char* err = nullptr;
     PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-    if (!opts) {
-      std::string cause = err ? clean(err) : "out of memory";
-      PQfreemem(err);
-      throw error(errc::bad_url,
-                  "cannot open database '" + shown + "': not a valid PostgreSQL URL: " + cause);
-    }
-    std::string bad;
-    for (PQconninfoOption* o = opts; o->keyword; ++o) {
-      if (!o->val) continue;
-      std::string_view kw = o->keyword, val = o->val;
-      if (kw == "password") password = val;
-      if (kw == "port") {
-        // A comma-separated list of port numbers (libpq checks it only when connecting).
-        std::size_t start = 0;
-        while (start <= val.size()) {
-          std::size_t end = val.find(',', start);
-          if (end == std::string_view::npos) end = val.size();
-          std::string_view one = val.substr(start, end - start);
-          int port = 0;
-          auto r = std::from_chars(one.data(), one.data() + one.size(), port);
-          if (!one.empty() &&
-              (r.ec != std::errc() || r.ptr != one.data() + one.size() || port < 1 || port > 65535))
-            bad = "invalid port '" + std::string(one) + "'";
-          start = end + 1;
-        }
-      }
-    }
+    PQfreemem(err);
+    if (!opts) return;
+    for (PQconninfoOption* o = opts; o->keyword; ++o)
+      if (o->val && std::string_view{o->keyword} == "password") password = o->val;
     PQconninfoFree(opts);
-    if (!bad.empty())
-      throw error(errc::bad_url, "cannot open database '" + shown + "': " + bad);
   }
 
   // -- open -----------------------------------------------------------------
@@ -1530,6 +1523,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   std::int64_t ok = 0, failed = 0, skipped = 0, bytes = 0;
   std::int64_t per_stage[stage_count][3] = {}; // [stage][status]: for job_stage_counters
   std::vector<const file_outcome*> images;     // rows for ms_commit_images
+  std::vector<char> fresh;                     // fresh[i]: rows[i] is new (the try that commits)
   const std::string job_s = std::to_string(job_id);
   for (const file_outcome* o : rows) {
     if (!copy.empty()) copy += '\n';
@@ -1580,6 +1574,21 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   const bool has_images = d.build_images(images);
   const std::vector<const file_outcome*> images_all = images; // for a redo
 
+  // COMMIT; when the connection breaks meanwhile (in_doubt_error: applied or
+  // not, nobody knows), remembers the rows it would have inserted (`fresh`).
+  auto commit_or_doubt = [&](pqxx::work& w) {
+    try {
+      w.commit();
+    } catch (const pqxx::in_doubt_error&) {
+      for (std::size_t i = 0; i < rows.size(); ++i)
+        if (fresh[i])
+          d.in_doubt.insert_or_assign(
+              impl::doubt_key{job_id, static_cast<std::uint8_t>(rows[i]->stg), rows[i]->path},
+              impl::doubt_row{rows[i]->status, rows[i]->size});
+      throw;
+    }
+  };
+
   // Connection loss: every try is one transaction, rolled back by the server
   // unless the connection broke during COMMIT (in_doubt_error). Deadlocks and
   // serialization failures (media_items rows shared with a concurrent job) are
@@ -1596,7 +1605,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     }
   };
 
-  std::optional<std::uint64_t> inserted =
+  const std::optional<std::uint64_t> inserted =
       d.run(what(), [&](pqxx::connection& c) -> std::optional<std::uint64_t> {
         return retrying([&]() -> std::optional<std::uint64_t> {
           pqxx::work w(c);
@@ -1626,7 +1635,8 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
                                    stage_count_of(stage::watermark, file_status::skipped));
           if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // rolls back
           if (has_images) d.exec_images(w, root);
-          w.commit();
+          fresh.assign(rows.size(), 1); // every row of a successful COPY is new
+          commit_or_doubt(w);
           return rows.size();
         });
       });
@@ -1664,7 +1674,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
         &d.a_error.finish(),    &d.a_error_raw.finish(), &d.a_duration.finish(),
         &d.a_touches.finish(),  &d.a_mtime.finish(),    &d.a_mime.finish(),
         &d.a_lib.finish(),      &d.a_lib_raw.finish()};
-    inserted = d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
+    d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
       return retrying([&]() -> std::uint64_t {
         pqxx::work w(c);
         // The batch's image rows (new or not: locking more is harmless), and all its names.
@@ -1674,28 +1684,58 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
                                  *args[7], *args[8], *args[9], *args[10], *args[11], *args[12],
                                  *args[13]);
         if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // nothing written
-        std::uint64_t n = to_u64(field_i64(r[0][0]));
-        // The new image rows: positions in `rows` as "{3,17,...}", NULL when none.
-        images.clear();
+        const std::uint64_t n = to_u64(field_i64(r[0][0]));
+        // The new rows: positions in `rows` as "{3,17,...}", NULL when none.
+        fresh.assign(rows.size(), 0);
+        std::uint64_t parsed = 0;
         if (const pqxx::field f = r[0][1]; !f.is_null()) {
           const char* p = f.c_str();
           const char* end = p + f.size();
           while (p < end) {
             std::size_t pos = 0;
             auto res = std::from_chars(p, end, pos);
-            if (res.ec == std::errc() && pos >= 1 && pos <= rows.size())
-              images.push_back(rows[pos - 1]);
+            if (res.ec == std::errc() && pos >= 1 && pos <= rows.size() && !fresh[pos - 1]) {
+              fresh[pos - 1] = 1;
+              ++parsed;
+            }
             p = res.ptr == p ? p + 1 : res.ptr;
           }
         }
+        if (parsed != n)
+          d.fail(errc::io, what() + ": the server reported " + std::to_string(n) +
+                               " new rows but listed " + std::to_string(parsed)); // rolls back
+        // The image columns of the new image rows.
+        images.clear();
+        for (std::size_t i = 0; i < rows.size(); ++i)
+          if (fresh[i] && touches_image_columns(*rows[i])) images.push_back(rows[i]);
         if (d.build_images(images)) d.exec_images(w, root);
-        w.commit();
+        commit_or_doubt(w);
         return n;
       });
     });
   }
-  stats.inserted = *inserted;
-  stats.duplicates = outcomes.size() - *inserted;
+
+  // The counts of what this call inserted, plus the rows an earlier call left in
+  // doubt that this one found applied (see commit_stats).
+  auto count = [&stats](stage sg, file_status st, std::uint64_t size) {
+    ++stats.inserted;
+    ++stats.per_stage[static_cast<std::size_t>(sg) % stage_count]
+                     [static_cast<std::size_t>(st) % 3];
+    if (sg == stage::sync && st == file_status::ok) stats.ok_bytes += size;
+  };
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const file_outcome& o = *rows[i];
+    auto doubt = d.in_doubt.end();
+    if (!d.in_doubt.empty())
+      doubt = d.in_doubt.find(impl::doubt_key{job_id, static_cast<std::uint8_t>(o.stg), o.path});
+    if (fresh[i]) {
+      count(o.stg, o.status, o.size);
+    } else if (doubt != d.in_doubt.end()) {
+      count(o.stg, doubt->second.status, doubt->second.size);
+    }
+    if (doubt != d.in_doubt.end()) d.in_doubt.erase(doubt);
+  }
+  stats.duplicates = outcomes.size() - stats.inserted;
   return stats;
 }
 

@@ -104,7 +104,10 @@
 // reconnects first (and throws connection_lost again while the server is
 // unreachable). One exception: when the connection breaks while COMMIT is in
 // flight, the outcome is unknown (the message says so); commit() is idempotent,
-// so re-applying the batch is always safe.
+// so re-applying the batch is always safe. Such a commit's rows are remembered
+// (in memory): the next commit() of the same outcomes that returns counts in its
+// commit_stats the ones the lost COMMIT did apply, so the stats summed over a
+// job's commits equal its counters even then.
 //
 // commit(), measured to pick (bench/pg_writer_bench.cpp; server-side times for
 // 500 outcomes, half of them touching media, on a loaded 2-core machine):
@@ -120,7 +123,8 @@
 //     and the batch runs again as one statement: INSERT ... SELECT FROM
 //     unnest(arrays) ON CONFLICT DO NOTHING RETURNING the new rows, media_items
 //     upserted for those, counters from those (3.1-4.2 ms server time; the
-//     same statement with a plain INSERT: 2.4-2.6 ms);
+//     same statement with a plain INSERT: 2.4-2.6 ms); it returns the
+//     positions of the new rows, from which commit() fills commit_stats;
 //   - in both cases, when the new rows include processing / watermark outcomes
 //     with touches_media, one more statement in the same transaction (one
 //     round trip) sets their media_items image columns from arrays (one
@@ -160,6 +164,10 @@ bool pg_timestamptz_literal(std::string_view iso, std::string& out);
 /// (any case), or a libpq key=value connection string (with host=, hostaddr=,
 /// dbname=, service= or user=).
 bool is_postgres_url(std::string_view url);
+
+/// The URL handed to libpq: as given, but with the scheme in lower case
+/// (libpq recognises only "postgresql://" and "postgres://").
+std::string libpq_conninfo(const std::string& url);
 
 /// `url` with any password replaced by "***": the userinfo password of a URL,
 /// and password=... (keyword or URL query parameter, quoted or not).

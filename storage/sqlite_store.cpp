@@ -913,6 +913,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
     }
     ++stats.inserted;
     ++per_stage[static_cast<int>(o.stg)][static_cast<int>(o.status)];
+    ++stats.per_stage[static_cast<std::size_t>(o.stg)][static_cast<std::size_t>(o.status)];
     // The job counters mirror count_rows(), which counts stage sync.
     if (o.stg == stage::sync) {
       switch (o.status) {
@@ -979,6 +980,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
     d_->run(sc, what());
   }
   tx.commit();
+  stats.ok_bytes = bytes;
   return stats;
 }
 

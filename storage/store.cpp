@@ -1,7 +1,11 @@
 // open_store(): picks the backend from the database URL: PostgreSQL for
 // postgres:// / postgresql:// URLs and libpq key=value strings, else SQLite.
+#include <libpq-fe.h>
+
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <optional>
 #include <string_view>
 
 #include "storage/postgres_store.hpp"
@@ -29,16 +33,15 @@ bool has_scheme(std::string_view url) {
   });
 }
 
-} // namespace
-
-std::unique_ptr<store> open_store(const std::string& url, open_mode mode) {
+/// The SQLite file `url` names, or nullopt for a PostgreSQL URL. Throws bad_url.
+std::optional<std::string> sqlite_path(const std::string& url) {
   std::string path;
   if (starts_with_nocase(url, "sqlite://")) {
     path = url.substr(9); // sqlite:///abs/path -> /abs/path
   } else if (starts_with_nocase(url, "sqlite:")) {
     path = url.substr(7);
   } else if (is_postgres_url(url)) {
-    return std::make_unique<postgres_store>(url, mode);
+    return std::nullopt;
   } else if (has_scheme(url)) {
     throw error(errc::bad_url, "cannot open database '" + redact_url(url) +
                                    "': unsupported URL scheme '" + url.substr(0, url.find("://")) +
@@ -49,7 +52,59 @@ std::unique_ptr<store> open_store(const std::string& url, open_mode mode) {
   }
   if (path.empty())
     throw error(errc::bad_url, "cannot open database '" + url + "': the database path is empty");
-  return std::make_unique<sqlite_store>(std::move(path), mode);
+  return path;
+}
+
+} // namespace
+
+std::unique_ptr<store> open_store(const std::string& url, open_mode mode) {
+  auto path = sqlite_path(url);
+  if (!path)
+    return std::make_unique<postgres_store>(url, mode);
+  return std::make_unique<sqlite_store>(std::move(*path), mode);
+}
+
+void check_url(const std::string& url) {
+  if (sqlite_path(url))
+    return;
+  const std::string shown = redact_url(url);
+  const std::string conninfo = libpq_conninfo(url);
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (!opts) {
+    std::string cause = err ? err : "out of memory";
+    PQfreemem(err);
+    while (!cause.empty() && (cause.back() == '\n' || cause.back() == ' '))
+      cause.pop_back();
+    // libpq quotes the URL it could not parse: never show its password.
+    for (std::size_t pos = 0; (pos = cause.find(conninfo, pos)) != std::string::npos;
+         pos += shown.size())
+      cause.replace(pos, conninfo.size(), shown);
+    throw error(errc::bad_url,
+                "cannot open database '" + shown + "': not a valid PostgreSQL URL: " + cause);
+  }
+  std::string bad;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    if (!o->val || std::string_view{o->keyword} != "port")
+      continue;
+    // A comma-separated list of port numbers (libpq checks it only when connecting).
+    std::string_view val = o->val;
+    std::size_t start = 0;
+    while (start <= val.size()) {
+      std::size_t end = val.find(',', start);
+      if (end == std::string_view::npos) end = val.size();
+      std::string_view one = val.substr(start, end - start);
+      int port = 0;
+      auto r = std::from_chars(one.data(), one.data() + one.size(), port);
+      if (!one.empty() &&
+          (r.ec != std::errc() || r.ptr != one.data() + one.size() || port < 1 || port > 65535))
+        bad = "invalid port '" + std::string(one) + "'";
+      start = end + 1;
+    }
+  }
+  PQconninfoFree(opts);
+  if (!bad.empty())
+    throw error(errc::bad_url, "cannot open database '" + shown + "': " + bad);
 }
 
 } // namespace ms::storage

@@ -2,6 +2,7 @@
 // Storage knows nothing of actors; the progress-writer is its only writer.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,10 +38,26 @@ private:
 
 enum class open_mode { read_write, read_only };
 
+/// Counts by stage and status: m[stage][status], indexed by the values of
+/// ms::stage and ms::file_status.
+using stage_status_counts = std::array<std::array<std::uint64_t, 3>, stage_count>;
+
 /// Counter increments one commit applied (only rows that were new count).
+/// Summed over every commit of a job (that returned), the numbers equal the
+/// job's rows: per_stage equals job_stage_counters, per_stage[sync] and ok_bytes
+/// equal sync_jobs' counters (and count_rows()). A backend that can lose the
+/// reply to its COMMIT (PostgreSQL: the connection broke during COMMIT, the call
+/// threw connection_lost) counts the rows that COMMIT applied in the next commit
+/// of the same outcomes that returns (as inserted, not as duplicates), so the
+/// sums stay exact.
 struct commit_stats {
   std::uint64_t inserted = 0;   ///< result rows newly inserted
   std::uint64_t duplicates = 0; ///< result rows already present (idempotent redo)
+  /// The newly inserted rows by stage and status; their sum is `inserted`.
+  stage_status_counts per_stage{};
+  /// Sum of `size` of the newly inserted stage sync ok rows: what the job's
+  /// processed_bytes grew by.
+  std::uint64_t ok_bytes = 0;
 };
 
 /// A database holding sync_jobs, file_results and media_items.
@@ -98,5 +115,10 @@ public:
 /// `url`: a file path or `sqlite:PATH` / `sqlite://PATH` for SQLite.
 /// Throws storage::error with a message naming `url` on failure.
 std::unique_ptr<store> open_store(const std::string& url, open_mode mode = open_mode::read_write);
+
+/// Checks, without opening anything, that `url` names a database open_store() can try:
+/// a non-empty SQLite path, or a PostgreSQL URL or key=value string libpq parses (with
+/// valid port numbers). Throws storage::error(bad_url) naming `url` (password hidden).
+void check_url(const std::string& url);
 
 } // namespace ms::storage

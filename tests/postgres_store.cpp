@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -219,6 +221,13 @@ TEST_CASE("postgres_store: job_stage_counters equal the rows of each stage", "[p
                    "         count(*) FILTER (WHERE status = 'skipped')"
                    "  FROM file_results GROUP BY job_id, stage) AS diff") == 0);
   CHECK(db.integer("SELECT count(*) FROM job_stage_counters") == 5); // 3 + 2 stages of `other`
+}
+
+TEST_CASE("postgres_store: commit stats count exactly the new rows by stage and status",
+          "[postgres][metrics]") {
+  pg_database db;
+  // The first commit takes the COPY path, the redone ones ms_commit_redo.
+  commit_stats_count_exactly_the_new_rows(opener(db.url()), pg_probe(db));
 }
 
 TEST_CASE("postgres_store: processing and watermark outcomes write the image columns",
@@ -759,6 +768,195 @@ TEST_CASE("postgres_store: a lost connection throws connection_lost and the next
   // In every case the read_only reader still works afterwards, on its own connection.
   auto ro = open_store(db.url(), open_mode::read_only);
   require_counters_match_rows(*ro, job);
+}
+
+namespace {
+
+/// The sockets of this process connected to the test server (its unix socket).
+std::vector<int> pg_client_sockets() {
+  std::vector<int> out;
+  std::vector<int> fds;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (struct dirent* e = ::readdir(d))
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') fds.push_back(std::atoi(e->d_name));
+    ::closedir(d);
+  }
+  for (int fd : fds) {
+    struct stat sb;
+    if (::fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode)) continue;
+    sockaddr_un a{};
+    socklen_t len = sizeof a;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0 && a.sun_family == AF_UNIX &&
+        std::string(a.sun_path).find(".s.PGSQL.") != std::string::npos)
+      out.push_back(fd);
+  }
+  return out;
+}
+
+/// Waits until the store's backend waits for the test trigger's advisory lock (its
+/// COMMIT is in flight).
+bool wait_commit_held(const pg_database& db) {
+  for (int i = 0; i < 1000; ++i) {
+    if (db.integer("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                   " AND application_name = 'mediasync' AND wait_event_type = 'Lock'"
+                   " AND wait_event = 'advisory'") == 1)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+/// Sums of commit_stats, to compare with the database's counters.
+struct stats_sum {
+  stage_matrix per_stage{};
+  std::uint64_t ok_bytes = 0;
+  void add(const storage::commit_stats& s) {
+    for (std::size_t sg = 0; sg < stage_count; ++sg)
+      for (std::size_t st = 0; st < 3; ++st) per_stage[sg][st] += s.per_stage[sg][st];
+    ok_bytes += s.ok_bytes;
+  }
+};
+
+/// Outcomes of every stage and status under `dir`, the first file named
+/// slow/DIR.jpg (the test trigger's row).
+std::vector<file_outcome> doubt_batch(std::uint64_t job, const std::string& dir, int n) {
+  std::vector<file_outcome> b;
+  for (int i = 0; i < n; ++i) {
+    std::string name = i == 0 ? "slow/" + dir + ".jpg" : dir + "/" + std::to_string(i) + ".jpg";
+    auto status = static_cast<file_status>(i % 3);
+    b.push_back(stage_outcome(job, name, stage::sync, status, status == file_status::ok));
+    b.back().size = 1000 + static_cast<std::uint64_t>(i);
+    if (status == file_status::ok) {
+      b.push_back(processing_ok(job, name, 8, 8, 1, "", {"t/" + name}));
+      b.push_back(stage_outcome(job, name, stage::watermark, static_cast<file_status>(i % 2)));
+    }
+  }
+  return b;
+}
+
+} // namespace
+
+TEST_CASE("postgres_store: rows of a commit whose COMMIT reply was lost are counted once",
+          "[postgres][metrics]") {
+  pg_database db;
+  auto st = open_store(db.url());
+  auto job = st->create_job("/src", "/lib", "{}");
+  stats_sum sum;
+  sum.add(st->commit(job, "/src", doubt_batch(job, "before", 7)));
+  // COMMIT of a transaction that inserted the sync row of a slow/* file waits in a
+  // deferred trigger for an advisory lock the test holds: the connection is cut
+  // while that COMMIT is in flight.
+  db.exec("CREATE FUNCTION ms_test_hold_commit() RETURNS trigger LANGUAGE plpgsql AS"
+          " $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$;"
+          "CREATE CONSTRAINT TRIGGER ms_test_hold AFTER INSERT ON file_results"
+          " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+          " WHEN (NEW.path LIKE 'slow%' AND NEW.stage = 'sync')"
+          " EXECUTE FUNCTION ms_test_hold_commit()");
+
+  // Commits `batch` on a thread and cuts the connection while its COMMIT waits:
+  // `applied` shuts this process' end of the socket down, then lets the COMMIT go on
+  // (the server commits, the reply is lost); else the backend is terminated (the
+  // transaction rolls back). Either way the store cannot know and throws
+  // connection_lost.
+  auto commit_in_doubt = [&](const std::vector<file_outcome>& batch, bool applied) {
+    pqxx::connection locker(db.url());
+    pqxx::nontransaction lock(locker);
+    lock.exec("SELECT pg_advisory_lock(4242)");
+    caught result{errc::io, ""};
+    std::atomic<bool> done{false};
+    std::thread writer([&] {
+      result = expect_error([&] { st->commit(job, "/src", batch); });
+      done = true;
+    });
+    bool held = wait_commit_held(db);
+    CHECK(held);
+    if (held && applied) {
+      std::vector<int> fds; // the store's connection: every one to the server but `locker`
+      for (int fd : pg_client_sockets())
+        if (fd != locker.sock()) fds.push_back(fd);
+      CHECK(fds.size() == 1);
+      if (fds.size() == 1) ::shutdown(fds[0], SHUT_RDWR);
+    } else if (held) {
+      CHECK(terminate_sessions(db) == 1);
+    }
+    if (held) {
+      // The store finds its connection gone (before the COMMIT goes on, if it does).
+      for (int i = 0; i < 1000 && !done; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      CHECK(done);
+    }
+    lock.exec("SELECT pg_advisory_unlock(4242)");
+    writer.join();
+    CHECK(result.code == errc::connection_lost);
+    CHECK(contains(result.what, "COMMIT"));
+    // Waits for the old transaction to end (DROP TRIGGER locks file_results); the
+    // redone batches go through at once.
+    db.exec("DROP TRIGGER ms_test_hold ON file_results");
+  };
+  auto rows_now = [&] { return db.integer("SELECT count(*) FROM file_results"); };
+
+  SECTION("applied on the first try (COPY): the redo counts the rows it finds") {
+    auto batch = doubt_batch(job, "a", 10);
+    auto before = rows_now();
+    commit_in_doubt(batch, true);
+    CHECK(rows_now() == before + static_cast<long long>(batch.size())); // it was applied
+    auto more = batch;
+    auto extra = doubt_batch(job, "a2", 4);
+    more.insert(more.end(), extra.begin() + 3, extra.end()); // not the slow* row
+    auto s = st->commit(job, "/src", more);
+    CHECK(s.inserted == more.size());
+    CHECK(s.duplicates == 0);
+    sum.add(s);
+    // Counted once: committing again counts nothing.
+    s = st->commit(job, "/src", more);
+    CHECK(s.inserted == 0);
+    sum.add(s);
+  }
+  SECTION("not applied: the redo inserts and counts the rows once") {
+    auto batch = doubt_batch(job, "b", 10);
+    auto before = rows_now();
+    commit_in_doubt(batch, false);
+    CHECK(rows_now() == before); // rolled back
+    auto s = st->commit(job, "/src", batch);
+    CHECK(s.inserted == batch.size());
+    sum.add(s);
+    CHECK(st->commit(job, "/src", batch).inserted == 0);
+  }
+  SECTION("applied on the redo path: only the rows new then count") {
+    auto batch = doubt_batch(job, "c", 10);
+    const auto n_new = batch.size();
+    auto old = doubt_batch(job, "before", 7);
+    batch.insert(batch.end(), old.begin() + 1, old.begin() + 4); // already committed
+    auto before = rows_now();
+    commit_in_doubt(batch, true);
+    CHECK(rows_now() == before + static_cast<long long>(n_new)); // the new rows only
+    auto s = st->commit(job, "/src", batch);
+    CHECK(s.inserted == n_new);
+    CHECK(s.duplicates == 3);
+    sum.add(s);
+  }
+  SECTION("the rows stay remembered until a commit of them returns") {
+    auto batch = doubt_batch(job, "e", 7);
+    commit_in_doubt(batch, true);
+    // Another batch first (as after a reconnect with other outcomes buffered).
+    auto other = doubt_batch(job, "f", 5);
+    auto s = st->commit(job, "/src", other);
+    CHECK(s.inserted == other.size());
+    sum.add(s);
+    // Then the held one, in another order and with new rows.
+    std::vector<file_outcome> redo(batch.rbegin(), batch.rend());
+    auto extra = doubt_batch(job, "g", 3);
+    redo.insert(redo.begin(), extra.begin() + 3, extra.end());
+    s = st->commit(job, "/src", redo);
+    CHECK(s.inserted == redo.size());
+    sum.add(s);
+    // Counted once: committing them again counts nothing.
+    CHECK(st->commit(job, "/src", redo).inserted == 0);
+  }
+  // Whatever happened, the sums of the stats equal the counters.
+  CHECK(sum.per_stage == pg_probe(db).stage_counters(job));
+  CHECK(sum.ok_bytes == st->job(job)->processed_bytes);
+  require_counters_match_rows(*st, job);
 }
 
 // ---------------------------------------------------------------------------

@@ -959,6 +959,182 @@ void new_content_clears_the_derived_files(const open_fn& open, const probe& pr) 
   for (auto job : {j1, j2, j3, j4}) require_stage_counters_match_rows(pr, job);
 }
 
+namespace {
+
+/// What committing `batch` to an empty job would add: rows by stage and status
+/// (the first of a repeated (path, stage) only) and the bytes of the sync ok rows.
+struct expected_stats {
+  stage_matrix per_stage{};
+  std::uint64_t ok_bytes = 0;
+  std::uint64_t rows = 0;
+};
+
+expected_stats expect_new(const std::vector<file_outcome>& batch) {
+  expected_stats e;
+  std::vector<std::pair<std::string, stage>> seen;
+  for (const auto& o : batch) {
+    bool repeated = false;
+    for (const auto& s : seen)
+      repeated = repeated || (s.first == o.path && s.second == o.stg);
+    if (repeated) continue;
+    seen.emplace_back(o.path, o.stg);
+    ++e.per_stage[static_cast<std::size_t>(o.stg)][static_cast<std::size_t>(o.status)];
+    ++e.rows;
+    if (o.stg == stage::sync && o.status == file_status::ok) e.ok_bytes += o.size;
+  }
+  return e;
+}
+
+void add_into(stage_matrix& sum, const stage_matrix& m) {
+  for (std::size_t sg = 0; sg < stage_count; ++sg)
+    for (std::size_t st = 0; st < 3; ++st) sum[sg][st] += m[sg][st];
+}
+
+std::uint64_t total(const stage_matrix& m) {
+  std::uint64_t n = 0;
+  for (const auto& r : m)
+    for (auto x : r) n += x;
+  return n;
+}
+
+/// A batch of every stage and status: `n` files from number `first`, sizes 500 + i
+/// (sync), each with a sync row and, depending on i, processing / watermark rows.
+std::vector<file_outcome> all_stages_batch(std::uint64_t job, int first, int n) {
+  std::vector<file_outcome> b;
+  const file_status statuses[] = {file_status::ok, file_status::failed, file_status::skipped};
+  for (int i = first; i < first + n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "stats/%04d.jpg", i);
+    file_outcome s = stage_outcome(job, name, stage::sync, statuses[i % 3], i % 3 == 0);
+    s.size = 500 + static_cast<std::uint64_t>(i);
+    b.push_back(s);
+    if (i % 3 != 0) continue; // only ok syncs go on
+    switch (i / 3 % 4) {
+      case 0:
+        b.push_back(processing_ok(job, name, 64, 48, 1, "", {"t/" + std::string(name)}));
+        b.push_back(watermark_ok(job, name, "p/" + std::string(name)));
+        break;
+      case 1:
+        b.push_back(stage_outcome(job, name, stage::processing, file_status::failed));
+        b.push_back(stage_outcome(job, name, stage::watermark, file_status::skipped));
+        break;
+      case 2:
+        b.push_back(stage_outcome(job, name, stage::processing, file_status::skipped));
+        b.push_back(stage_outcome(job, name, stage::watermark, file_status::skipped));
+        break;
+      default:
+        b.push_back(processing_ok(job, name, 64, 48, 6, "", {"t/" + std::string(name)}));
+        b.push_back(stage_outcome(job, name, stage::watermark, file_status::failed));
+    }
+  }
+  return b;
+}
+
+} // namespace
+
+void commit_stats_count_exactly_the_new_rows(const open_fn& open, const probe& pr) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  const auto ok = static_cast<std::size_t>(file_status::ok);
+  const auto skipped = static_cast<std::size_t>(file_status::skipped);
+  const auto failed = static_cast<std::size_t>(file_status::failed);
+  const auto sync = static_cast<std::size_t>(stage::sync);
+  const auto proc = static_cast<std::size_t>(stage::processing);
+  const auto wm = static_cast<std::size_t>(stage::watermark);
+  stage_matrix sum{};       // of every commit's per_stage
+  std::uint64_t sum_bytes = 0; // of every commit's ok_bytes
+
+  // A first commit of mixed stages and statuses: every row new.
+  auto first = all_stages_batch(job, 0, 24);
+  auto e = expect_new(first);
+  REQUIRE(e.rows == first.size());
+  auto stats = st->commit(job, "/src", first);
+  CHECK(stats.per_stage == e.per_stage);
+  CHECK(stats.ok_bytes == e.ok_bytes);
+  CHECK(stats.inserted == first.size());
+  CHECK(stats.duplicates == 0);
+  // The expectation itself, by hand: 24 syncs (8 of each status), then per ok sync
+  // (i = 0, 3, ..., 21: i / 3 % 4 = 0 1 2 3 0 1 2 3) two image-stage rows.
+  CHECK(stats.per_stage[sync] == std::array<std::uint64_t, 3>{8, 8, 8});
+  CHECK(stats.per_stage[proc][ok] == 4);
+  CHECK(stats.per_stage[proc][failed] == 2);
+  CHECK(stats.per_stage[proc][skipped] == 2);
+  CHECK(stats.per_stage[wm][ok] == 2);
+  CHECK(stats.per_stage[wm][failed] == 2);
+  CHECK(stats.per_stage[wm][skipped] == 4);
+  CHECK(stats.ok_bytes == 500 * 8 + (0 + 3 + 6 + 9 + 12 + 15 + 18 + 21));
+  add_into(sum, stats.per_stage);
+  sum_bytes += stats.ok_bytes;
+
+  // The same batch again, plus new rows of every stage and a (path, stage) twice:
+  // only the new rows count.
+  auto again = first;
+  auto fresh = all_stages_batch(job, 24, 12);
+  for (const auto& o : fresh) again.push_back(o);
+  again.push_back(fresh.front());             // a repeat within the batch: a duplicate
+  again.push_back(first.back());              // ... and one of the first commit again
+  again.back().status = file_status::failed;  // with other content: still not new
+  auto ef = expect_new(fresh);
+  stats = st->commit(job, "/src", again);
+  CHECK(stats.per_stage == ef.per_stage);
+  CHECK(stats.ok_bytes == ef.ok_bytes);
+  CHECK(stats.inserted == fresh.size());
+  CHECK(stats.duplicates == again.size() - fresh.size());
+  CHECK(total(stats.per_stage) == stats.inserted);
+  add_into(sum, stats.per_stage);
+  sum_bytes += stats.ok_bytes;
+
+  // Entirely old: nothing counts.
+  stats = st->commit(job, "/src", fresh);
+  CHECK(stats.per_stage == stage_matrix{});
+  CHECK(stats.ok_bytes == 0);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == fresh.size());
+
+  // More commits: image stages of old files only, then sync rows only (mixed_batch,
+  // whose ok rows have sizes 1000 + i), then both in one, some overlapping.
+  std::vector<std::vector<file_outcome>> more;
+  more.push_back({stage_outcome(job, "stats/0001.jpg", stage::processing, file_status::skipped),
+                  stage_outcome(job, "stats/0001.jpg", stage::watermark, file_status::skipped),
+                  stage_outcome(job, "stats/0002.jpg", stage::processing, file_status::skipped)});
+  more.push_back(mixed_batch(job, 0, 40));
+  {
+    auto mixed = mixed_batch(job, 30, 30); // 10 old, 20 new
+    auto images = all_stages_batch(job, 30, 9);
+    mixed.insert(mixed.end(), images.begin(), images.end());
+    more.push_back(std::move(mixed));
+  }
+  for (const auto& b : more) {
+    stats = st->commit(job, "/src", b);
+    CHECK(total(stats.per_stage) == stats.inserted);
+    add_into(sum, stats.per_stage);
+    sum_bytes += stats.ok_bytes;
+  }
+
+  // The sums over every commit equal the database's counters.
+  CHECK(sum == pr.stage_counters(job));
+  CHECK(sum == pr.stage_rows(job));
+  auto rows = st->count_rows(job);
+  CHECK(sum[sync][ok] == rows.ok);
+  CHECK(sum[sync][failed] == rows.failed);
+  CHECK(sum[sync][skipped] == rows.skipped);
+  CHECK(sum_bytes == rows.ok_bytes);
+  CHECK(sum_bytes == st->job(job)->processed_bytes);
+  require_stage_counters_match_rows(pr, job);
+  require_counters_match_rows(*st, job);
+
+  // A failing commit returns nothing, and a later good one counts its rows once.
+  auto bad = all_stages_batch(job, 100, 6);
+  bad.back().status = static_cast<file_status>(7); // violates the status CHECK
+  expect_error([&] { st->commit(job, "/src", bad); });
+  bad.back().status = file_status::ok;
+  stats = st->commit(job, "/src", bad);
+  CHECK(stats.per_stage == expect_new(bad).per_stage);
+  CHECK(stats.ok_bytes == expect_new(bad).ok_bytes);
+  add_into(sum, stats.per_stage);
+  CHECK(sum == pr.stage_counters(job));
+}
+
 } // namespace ms::test::contract
 
 // The contract on SQLite (the PostgreSQL runs are in tests/postgres_store.cpp).
@@ -1072,4 +1248,5 @@ TEST_CASE("store contract on SQLite", "[store_contract][sqlite]") {
   }
   SECTION("image columns") { image_stages_write_the_media_columns(db.opener(), db.prober()); }
   SECTION("new content") { new_content_clears_the_derived_files(db.opener(), db.prober()); }
+  SECTION("commit stats") { commit_stats_count_exactly_the_new_rows(db.opener(), db.prober()); }
 }

@@ -122,5 +122,7 @@ void lookup_reports_the_stages_done(const open_fn& open);
 void stage_counters_equal_the_rows_of_each_stage(const open_fn& open, const probe& pr);
 void image_stages_write_the_media_columns(const open_fn& open, const probe& pr);
 void new_content_clears_the_derived_files(const open_fn& open, const probe& pr);
+// commit_stats: per_stage and ok_bytes count exactly the newly inserted rows.
+void commit_stats_count_exactly_the_new_rows(const open_fn& open, const probe& pr);
 
 } // namespace ms::test::contract
