@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <cstring>
@@ -110,7 +111,7 @@ const std::string& binary() {
 }
 
 int spawn(const std::vector<std::string>& operands, const std::string& out,
-          const std::string& err) {
+          const std::string& err, const std::string& cwd) {
   std::vector<std::string> args;
   args.reserve(operands.size() + 1);
   args.push_back(binary());
@@ -120,6 +121,8 @@ int spawn(const std::vector<std::string>& operands, const std::string& out,
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!cwd.empty())
+    posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
   auto argv = argv_of(args);
   pid_t pid = 0;
   int rc = posix_spawn(&pid, MEDIASYNC_BIN, &fa, nullptr, argv.data(), environ);
@@ -143,13 +146,68 @@ int wait_pid(int pid) {
   return -1;
 }
 
-int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix) {
-  return spawn(args, log_prefix + ".out", log_prefix + ".err");
+int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix,
+                    const std::string& cwd) {
+  return spawn(args, log_prefix + ".out", log_prefix + ".err", cwd);
 }
 
-run_result run_mediasync(const std::vector<std::string>& args) {
+namespace {
+
+/// The full path of `name` found on $PATH (or in /usr/bin), empty if none.
+std::string find_program(const std::string& name) {
+  const char* env = std::getenv("PATH");
+  std::string path = env && *env ? env : "/usr/bin:/bin";
+  path += ":/usr/bin";
+  for (std::size_t b = 0; b <= path.size();) {
+    std::size_t e = path.find(':', b);
+    if (e == std::string::npos)
+      e = path.size();
+    std::string dir = path.substr(b, e - b);
+    b = e + 1;
+    if (dir.empty())
+      continue;
+    std::string cand = dir + "/" + name;
+    if (::access(cand.c_str(), X_OK) == 0)
+      return cand;
+  }
+  return {};
+}
+
+} // namespace
+
+std::string promtool_check(const std::string& exposition) {
+  const std::string promtool = find_program("promtool");
+  if (promtool.empty())
+    throw std::runtime_error(
+        "promtool is not installed (not on PATH nor in /usr/bin): run scripts/setup.sh, which "
+        "installs Debian's prometheus package (it ships /usr/bin/promtool; the daemon is not "
+        "started)");
+  temp_dir tmp;
+  write_file(tmp / "metrics.txt", exposition);
+  std::vector<std::string> args{promtool, "check", "metrics"};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, (tmp / "metrics.txt").c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, (tmp / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&fa, 2, (tmp / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  auto argv = argv_of(args);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, promtool.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0)
+    throw std::runtime_error("cannot start " + promtool + ": " + std::strerror(rc));
+  int status = wait_pid(pid);
+  std::string said = read_file(tmp / "out") + read_file(tmp / "err");
+  if (status == 0 && said.empty())
+    return {};
+  return "promtool check metrics exited " + std::to_string(status) + ":\n" + said;
+}
+
+run_result run_mediasync(const std::vector<std::string>& args, const std::string& cwd) {
   temp_dir logs;
-  auto pid = spawn(args, logs / "out", logs / "err");
+  auto pid = spawn(args, logs / "out", logs / "err", cwd);
   run_result r;
   r.exit_code = wait_pid(pid);
   r.out = read_file(logs / "out");

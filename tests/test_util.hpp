@@ -43,11 +43,21 @@ struct run_result {
   std::string err;
 };
 
-/// Runs the mediasync binary with `args`, waits, captures stdout and stderr.
-run_result run_mediasync(const std::vector<std::string>& args);
-/// Starts the mediasync binary with `args` in the background (output to files); returns its pid.
-int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix);
+/// Runs the mediasync binary with `args` (in directory `cwd` if given), waits, captures
+/// stdout and stderr.
+run_result run_mediasync(const std::vector<std::string>& args, const std::string& cwd = {});
+/// Starts the mediasync binary with `args` in the background (output to files
+/// log_prefix.out and .err; in directory `cwd` if given); returns its pid.
+int start_mediasync(const std::vector<std::string>& args, const std::string& log_prefix,
+                    const std::string& cwd = {});
 /// Waits for `pid`; returns its exit status or 128+signal.
 int wait_pid(int pid);
+
+/// Runs `promtool check metrics` (Debian package prometheus, installed by
+/// scripts/setup.sh) on `exposition` (Prometheus text format, on its stdin).
+/// Returns promtool's complaints (its output and exit status), empty when the
+/// text is clean. Throws std::runtime_error, saying to run scripts/setup.sh,
+/// when promtool is not installed.
+std::string promtool_check(const std::string& exposition);
 
 } // namespace ms::test
