@@ -68,6 +68,7 @@ struct job_progress {
 /// Everything a job run needs; the effective settings of one job.
 struct job_spec {
   std::uint64_t job_id = 0;       ///< 0: create a new job; else resume this one
+  std::string name;               ///< the config file's job name ("" for a command-line sync)
   std::string source_root;        ///< absolute
   std::string dest_root;          ///< absolute
   std::string settings_json;      ///< stored in sync_jobs.settings
@@ -78,6 +79,9 @@ struct job_spec {
   std::uint32_t window = 0;       ///< max tasks dispatched but not durable
   bool thumbnails = false;        ///< run stage processing (metadata + thumbnails) on images
   bool watermark = false;         ///< run stage watermark (needs thumbnails)
+  /// Non-empty: only these paths (relative to source_root: files a watch saw written),
+  /// not a scan of the whole tree. Such a job marks nothing missing.
+  std::vector<std::string> paths;
 };
 
 /// How a job run ended.
@@ -126,9 +130,9 @@ typename Inspector::result_type inspect(Inspector& f, job_progress& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job_spec& x) {
-  return f(caf::meta::type_name("job_spec"), x.job_id, x.source_root, x.dest_root,
+  return f(caf::meta::type_name("job_spec"), x.job_id, x.name, x.source_root, x.dest_root,
            x.settings_json, x.includes, x.excludes, x.checksum, x.allow_empty_source, x.window,
-           x.thumbnails, x.watermark);
+           x.thumbnails, x.watermark, x.paths);
 }
 
 template <class Inspector>

@@ -336,6 +336,9 @@ struct scanner::impl {
   std::vector<level> stack;
   std::size_t open_levels = 0;  ///< levels with fd >= 0
   std::vector<char> dents;      ///< getdents64 buffer, reused
+  bool list_mode = false;       ///< scan `list`, not the tree
+  std::vector<std::string> list;
+  std::size_t list_pos = 0;
 
   ~impl() {
     for (auto& l : stack)
@@ -482,6 +485,112 @@ struct scanner::impl {
     return ok && stack[t].fd >= 0;
   }
 
+  /// Opens the root (and lists it when `list_root`). Throws std::runtime_error naming it.
+  void open_root(std::string root_path, path_filter f, const std::string& skip_dir,
+                 bool list_root) {
+    root = std::move(root_path);
+    filter = std::move(f);
+    auto fail = [&](const std::string& what) {
+      throw std::runtime_error("source '" + root + "' " + what);
+    };
+    if (root.empty())
+      throw std::runtime_error("source path is empty");
+    struct stat sb;
+    if (::stat(root.c_str(), &sb) != 0) {
+      int e = errno;
+      if (e == ENOENT)
+        fail("does not exist");
+      if (e == ENOTDIR)
+        fail("is not a directory (a path component is not a directory)");
+      fail("cannot be read: " + errno_text(e));
+    }
+    if (!S_ISDIR(sb.st_mode))
+      fail("is not a directory");
+    int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+      fail("cannot be read: " + errno_text(errno));
+    level root_level;
+    root_level.fd = fd;
+    open_levels = 1;
+    if (::fstat(fd, &sb) == 0) {
+      root_level.dev = sb.st_dev;
+      root_level.ino = sb.st_ino;
+    }
+    stack.push_back(std::move(root_level));  // owned (and closed) by impl from here
+    if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+      has_skip = true;
+      skip_dev = sb.st_dev;
+      skip_ino = sb.st_ino;
+    }
+    if (!list_root)
+      return;
+    if (int e = read_listing(fd, std::string{}, stack.back().items); e != 0)
+      fail("cannot be read: " + errno_text(e));
+  }
+
+  /// One path of list mode: false when it is not to be reported (see the constructor).
+  bool stat_listed(const std::string& rel, scan_entry& e) {
+    if (rel.empty() || rel.front() == '/' || !filter.accepts(rel))
+      return false;
+    // Walk the parents without following symlinks: a listed path never leads outside.
+    int cur = stack.front().fd;
+    bool owned = false;
+    std::size_t pos = 0;
+    bool ok = true;
+    for (;;) {
+      auto slash = rel.find('/', pos);
+      if (slash == std::string::npos)
+        break;
+      auto comp = rel.substr(pos, slash - pos);
+      if (comp.empty() || comp == "." || comp == ".." || filter.prunes_dir(rel.substr(0, slash))) {
+        ok = false;
+        break;
+      }
+      int fd = ::openat(cur, comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (owned)
+        ::close(cur);
+      owned = fd >= 0;
+      cur = fd;
+      struct stat sb;
+      if (fd < 0 || (has_skip && ::fstat(fd, &sb) == 0 && sb.st_dev == skip_dev
+                     && sb.st_ino == skip_ino)) {
+        ok = false;
+        break;
+      }
+      pos = slash + 1;
+    }
+    auto name = rel.substr(pos);
+    struct stat sb;
+    bool found = ok && name != "." && name != ".."
+                 && ::fstatat(cur, name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0;
+    int err = errno;
+    if (owned)
+      ::close(cur);
+    if (!found) {
+      if (!ok || err == ENOENT || err == ENOTDIR)
+        return false;
+      e.path = rel;
+      e.kind = entry_kind::unreadable;
+      e.reason = "cannot read: " + errno_text(err);
+      return true;
+    }
+    if (S_ISDIR(sb.st_mode))
+      return false;
+    e.path = rel;
+    e.mtime_ns = static_cast<std::int64_t>(sb.st_mtim.tv_sec) * 1'000'000'000 + sb.st_mtim.tv_nsec;
+    if (S_ISREG(sb.st_mode)) {
+      e.kind = entry_kind::regular;
+      e.size = static_cast<std::uint64_t>(sb.st_size);
+    } else if (S_ISLNK(sb.st_mode)) {
+      e.kind = entry_kind::symlink;
+      e.reason = "symlink not followed";
+    } else {
+      e.kind = entry_kind::special;
+      e.reason = special_reason(sb.st_mode);
+    }
+    return true;
+  }
+
   void emit_unreadable(std::vector<scan_entry>& out, std::string path, std::string reason) {
     scan_entry e;
     e.path = std::move(path);
@@ -493,43 +602,15 @@ struct scanner::impl {
 
 scanner::scanner(std::string root, path_filter filter, std::string skip_dir)
   : impl_(std::make_unique<impl>()) {
-  auto& s = *impl_;
-  s.root = std::move(root);
-  s.filter = std::move(filter);
-  auto fail = [&](const std::string& what) {
-    throw std::runtime_error("source '" + s.root + "' " + what);
-  };
-  if (s.root.empty())
-    throw std::runtime_error("source path is empty");
-  struct stat sb;
-  if (::stat(s.root.c_str(), &sb) != 0) {
-    int e = errno;
-    if (e == ENOENT)
-      fail("does not exist");
-    if (e == ENOTDIR)
-      fail("is not a directory (a path component is not a directory)");
-    fail("cannot be read: " + errno_text(e));
-  }
-  if (!S_ISDIR(sb.st_mode))
-    fail("is not a directory");
-  int fd = ::open(s.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    fail("cannot be read: " + errno_text(errno));
-  level root_level;
-  root_level.fd = fd;
-  s.open_levels = 1;
-  if (::fstat(fd, &sb) == 0) {
-    root_level.dev = sb.st_dev;
-    root_level.ino = sb.st_ino;
-  }
-  s.stack.push_back(std::move(root_level));  // owned (and closed) by impl from here
-  if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    s.has_skip = true;
-    s.skip_dev = sb.st_dev;
-    s.skip_ino = sb.st_ino;
-  }
-  if (int e = s.read_listing(fd, std::string{}, s.stack.back().items); e != 0)
-    fail("cannot be read: " + errno_text(e));
+  impl_->open_root(std::move(root), std::move(filter), skip_dir, /*list=*/true);
+}
+
+scanner::scanner(std::string root, path_filter filter, std::string skip_dir,
+                 std::vector<std::string> paths)
+  : impl_(std::make_unique<impl>()) {
+  impl_->open_root(std::move(root), std::move(filter), skip_dir, /*list=*/false);
+  impl_->list_mode = true;
+  impl_->list = std::move(paths);
 }
 
 scanner::~scanner() = default;
@@ -537,6 +618,17 @@ scanner::~scanner() = default;
 bool scanner::next(std::vector<scan_entry>& out, std::size_t max) {
   auto& s = *impl_;
   std::size_t appended = 0;
+  if (s.list_mode) {
+    while (appended < max && s.list_pos < s.list.size()) {
+      scan_entry e;
+      if (s.stat_listed(s.list[s.list_pos++], e)) {
+        out.push_back(std::move(e));
+        ++appended;
+        ++count_;
+      }
+    }
+    return appended > 0;
+  }
   while (appended < max && !s.stack.empty()) {
     auto& top = s.stack.back();
     if (top.pos == top.items.size()) {

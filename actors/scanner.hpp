@@ -50,6 +50,11 @@ class scanner {
 public:
   /// Throws std::runtime_error naming `root` if it is missing, unreadable or not a directory.
   scanner(std::string root, path_filter filter, std::string skip_dir = {});
+  /// Only `paths` (relative to root, in this order) instead of the whole tree: each is
+  /// reported as the scan would (regular, special, symlink, unreadable), or not at all
+  /// when it is gone, a directory, filtered out, or below a symlink or `skip_dir`.
+  scanner(std::string root, path_filter filter, std::string skip_dir,
+          std::vector<std::string> paths);
   ~scanner();
   scanner(const scanner&) = delete;
   scanner& operator=(const scanner&) = delete;

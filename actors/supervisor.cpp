@@ -125,7 +125,8 @@ void start_job(sup_ptr self, job_spec spec, caf::actor listener,
   spec.thumbnails = spec.thumbnails && !st.pools[static_cast<std::size_t>(stage::processing)].empty();
   spec.watermark = spec.watermark && !st.pools[static_cast<std::size_t>(stage::watermark)].empty();
   auto c = spawn_sync_coordinator(self->system(), std::move(spec), st.writer, st.pools,
-                                  caf::actor_cast<supervisor_actor>(self), std::move(listener));
+                                  caf::actor_cast<supervisor_actor>(self), std::move(listener),
+                                  st.settings.registry);
   self->monitor(c);
   st.jobs[id] = running_job{c, std::move(rp)};
   if (st.stopping)
@@ -136,6 +137,10 @@ supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage
                                            supervisor_settings settings) {
   auto& st = self->state;
   st.settings = std::move(settings);
+  if (st.settings.registry) {
+    describe_queue_metrics(*st.settings.registry);
+    st.settings.writer.metrics = st.settings.registry;
+  }
   st.writer = spawn_progress_writer(self->system(), std::move(db), st.settings.writer);
   self->monitor(st.writer);
   st.settings.workers[0] = std::max<std::size_t>(1, st.settings.workers[0]);

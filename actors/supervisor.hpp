@@ -11,6 +11,7 @@
 
 namespace ms {
 namespace storage { class store; }
+class metrics;
 
 struct supervisor_settings {
   /// Workers per stage (sync, processing, watermark); 0 leaves a stage without a pool
@@ -24,6 +25,7 @@ struct supervisor_settings {
   std::array<std::function<ingest_function()>, stage_count> make_work;
   imaging_settings imaging;          ///< for the processing and watermark stages
   int vips_threads = 1;              ///< threads per libvips pipeline (cores / processing workers)
+  std::shared_ptr<metrics> registry;  ///< queue depths and the writer's figures go here (may be null)
 };
 
 /// Spawns the supervisor; it spawns the writer on `db` and the worker pool at once.

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/imaging.hpp"
+#include "actors/metrics.hpp"
 #include "actors/scanner.hpp"
 
 namespace ms {
@@ -27,6 +28,7 @@ struct coordinator_state {
   caf::actor listener;
   std::unique_ptr<scanner> scan;
   bool filtered = false;
+  bool listed = false;                       ///< only spec.paths, not the tree
   int dest_fd = -1;                          ///< to check that unchanged files are still in the library
 
   std::array<std::vector<file_worker_actor>, stage_count> idle;  ///< per stage: workers without a task
@@ -44,7 +46,29 @@ struct coordinator_state {
   std::string fatal;                          ///< why the job cannot go on
   bool fatal_resumable = false;               ///< ... and nothing is lost: end interrupted
 
+  std::shared_ptr<metrics> registry;          ///< may be null
+  /// What this job added to the queue gauges, per stage: queued, running.
+  std::array<double, stage_count> shown_queued{};
+  std::array<double, stage_count> shown_running{};
+
+  /// Brings this job's share of the queue gauges to `queued` / `running`.
+  void show_queues(const std::array<double, stage_count>& queued,
+                   const std::array<double, stage_count>& running) {
+    if (!registry)
+      return;
+    for (std::size_t i = 0; i < stage_count; ++i) {
+      metric_labels l{{"stage", std::string{to_string(static_cast<stage>(i))}}};
+      if (queued[i] != shown_queued[i])
+        registry->add("mediasync_queued_tasks", l, queued[i] - shown_queued[i]);
+      if (running[i] != shown_running[i])
+        registry->add("mediasync_running_tasks", l, running[i] - shown_running[i]);
+    }
+    shown_queued = queued;
+    shown_running = running;
+  }
+
   ~coordinator_state() {
+    show_queues({}, {});
     if (dest_fd >= 0)
       ::close(dest_fd);
   }
@@ -324,7 +348,7 @@ void end_of_scan(coord_ptr self) {
   auto& st = self->state;
   st.scan_done = true;
   self->send(st.writer, total_atom::value, st.spec.job_id, st.scan->count());
-  if (st.scan->count() > 0 || st.spec.allow_empty_source) {
+  if (st.scan->count() > 0 || st.spec.allow_empty_source || st.listed) {
     maybe_finish(self);
     return;
   }
@@ -413,10 +437,24 @@ void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
       });
 }
 
+/// Publishes the job's queue depths (tasks waiting for a worker, tasks at a worker).
+void show_queues(coordinator_state& st) {
+  if (!st.registry)
+    return;
+  std::array<double, stage_count> queued{}, running{};
+  for (std::size_t i = 0; i < stage_count; ++i)
+    queued[i] = static_cast<double>(st.pending[i].size());
+  for (auto& [addr, t] : st.assigned)
+    running[idx(t.stg)] += 1;
+  st.show_queues(queued, running);
+}
+
 void pump(coord_ptr self) {
   auto& st = self->state;
-  if (st.finishing || !st.opened)
+  if (st.finishing || !st.opened) {
+    show_queues(st);
     return;
+  }
   if (!st.stopping && st.fatal.empty()) {
     // Later stages first: they drain the pipeline and free the window.
     for (auto s : {stage::watermark, stage::processing, stage::sync}) {
@@ -437,12 +475,15 @@ void pump(coord_ptr self) {
       scan_more(self);
   }
   maybe_finish(self);
+  show_queues(st);
 }
 
 sync_coordinator_actor::behavior_type
 coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
-            worker_pools workers, supervisor_actor supervisor, caf::actor listener) {
+            worker_pools workers, supervisor_actor supervisor, caf::actor listener,
+            std::shared_ptr<metrics> registry) {
   auto& st = self->state;
+  st.registry = std::move(registry);
   st.spec = std::move(spec);
   if (st.spec.window == 0)
     st.spec.window = 1;
@@ -451,7 +492,8 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
     st.idle[i] = std::move(workers[i]);
   st.supervisor = std::move(supervisor);
   st.listener = std::move(listener);
-  st.filtered = !st.spec.includes.empty() || !st.spec.excludes.empty();
+  st.listed = !st.spec.paths.empty();
+  st.filtered = !st.spec.includes.empty() || !st.spec.excludes.empty() || st.listed;
   durable_listener_actor me = caf::actor_cast<sync_coordinator_actor>(self);
   self->request(st.writer, caf::infinite, open_atom::value, st.spec.job_id, me)
     .then(
@@ -468,9 +510,13 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
         st.last.processed_bytes = row.processed_bytes;
         st.dest_fd = ::open(st.spec.dest_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         try {
-          st.scan = std::make_unique<scanner>(
-            st.spec.source_root, path_filter{st.spec.includes, st.spec.excludes},
-            st.spec.dest_root);
+          path_filter filter{st.spec.includes, st.spec.excludes};
+          if (st.spec.paths.empty())
+            st.scan = std::make_unique<scanner>(st.spec.source_root, std::move(filter),
+                                                st.spec.dest_root);
+          else
+            st.scan = std::make_unique<scanner>(st.spec.source_root, std::move(filter),
+                                                st.spec.dest_root, std::move(st.spec.paths));
         } catch (const std::exception& e) {
           fail(self, e.what());
           return;
@@ -540,9 +586,23 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
 sync_coordinator_actor spawn_sync_coordinator(caf::actor_system& sys, job_spec spec,
                                               progress_writer_actor writer,
                                               worker_pools workers,
-                                              supervisor_actor supervisor, caf::actor listener) {
+                                              supervisor_actor supervisor, caf::actor listener,
+                                              std::shared_ptr<metrics> registry) {
   return sys.spawn<caf::detached>(coordinator, std::move(spec), std::move(writer),
-                                  std::move(workers), std::move(supervisor), std::move(listener));
+                                  std::move(workers), std::move(supervisor), std::move(listener),
+                                  std::move(registry));
+}
+
+void describe_queue_metrics(metrics& registry) {
+  registry.describe("mediasync_queued_tasks", metrics::kind::gauge,
+                    "Tasks of running jobs waiting for a worker of the stage");
+  registry.describe("mediasync_running_tasks", metrics::kind::gauge,
+                    "Tasks of running jobs a worker of the stage is working on");
+  for (std::size_t i = 0; i < stage_count; ++i) {
+    metric_labels l{{"stage", std::string{to_string(static_cast<stage>(i))}}};
+    registry.add("mediasync_queued_tasks", l, 0);
+    registry.add("mediasync_running_tasks", l, 0);
+  }
 }
 
 } // namespace ms

@@ -1,8 +1,5 @@
 #include "app/commands.hpp"
 
-#include <pthread.h>
-#include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,77 +10,18 @@
 #include <iostream>
 #include <thread>
 
-#include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "actors/imaging.hpp"
 #include "actors/messages.hpp"
 #include "actors/scanner.hpp"
-#include "actors/supervisor.hpp"
-#include "app/progress.hpp"
+#include "app/config.hpp"
+#include "app/engine.hpp"
 #include "storage/store.hpp"
 
 namespace ms::app {
 namespace {
-
-/// Canonical absolute path of an existing directory, or a usage_error naming `what`.
-std::string existing_dir(const std::string& path, const char* what) {
-  struct stat sb;
-  if (::stat(path.c_str(), &sb) != 0)
-    throw usage_error(std::string{what} + " '" + path + "': " + std::strerror(errno));
-  if (!S_ISDIR(sb.st_mode))
-    throw usage_error(std::string{what} + " '" + path + "' is not a directory");
-  char buf[PATH_MAX];
-  if (!::realpath(path.c_str(), buf))
-    throw usage_error(std::string{what} + " '" + path + "': " + std::strerror(errno));
-  return buf;
-}
-
-bool is_inside(const std::string& inner, const std::string& outer) {
-  return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0
-                            && (outer == "/" || inner[outer.size()] == '/'));
-}
-
-struct fatal_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-std::shared_ptr<storage::store> open_db(const std::string& url, storage::open_mode mode) {
-  try {
-    return std::shared_ptr<storage::store>{storage::open_store(url, mode)};
-  } catch (const storage::error& e) {
-    if (e.code() == storage::errc::bad_url)
-      throw usage_error(e.what());
-    throw fatal_error(e.what());
-  }
-}
-
-/// The effective settings of a job, as stored in sync_jobs.settings.
-nlohmann::json settings_json(const options& opt) {
-  return {{"workers", opt.workers},
-          {"processing_workers", opt.processing_workers},
-          {"watermark_workers", opt.watermark_workers},
-          {"batch_size", opt.batch_size},
-          {"flush_interval_ms", opt.flush_interval.count()},
-          {"window", opt.window},
-          {"include", opt.includes},
-          {"exclude", opt.excludes},
-          {"checksum", opt.checksum},
-          {"allow_empty_source", opt.allow_empty_source},
-          {"thumbnails", opt.thumbnails},
-          {"watermark", opt.watermark},
-          {"thumbnail_sizes", opt.thumbnail_sizes},
-          {"thumbnail_format", opt.thumbnail_format},
-          {"quality", opt.quality},
-          {"max_pixels", opt.max_pixels},
-          {"watermark_text", opt.watermark_text},
-          {"watermark_image", opt.watermark_image},
-          {"watermark_position", opt.watermark_position},
-          {"watermark_margin", opt.watermark_margin},
-          {"watermark_opacity", opt.watermark_opacity}};
-}
 
 /// A resumed job does what it was started to do: its stored settings decide what each
 /// file goes through (filters, stages, image settings); the command line only tunes how
@@ -105,173 +43,8 @@ options with_stored_settings(options opt, const nlohmann::json& s) {
   opt.watermark_position = s.value("watermark_position", opt.watermark_position);
   opt.watermark_margin = s.value("watermark_margin", opt.watermark_margin);
   opt.watermark_opacity = s.value("watermark_opacity", opt.watermark_opacity);
+  opt.job_name = s.value("name", std::string{});
   return opt;
-}
-
-imaging_settings imaging_of(const options& opt) {
-  imaging_settings im;
-  im.thumbnail_sizes = opt.thumbnail_sizes;
-  im.thumbnail_format = opt.thumbnail_format;
-  im.quality = opt.quality;
-  im.max_pixels = opt.max_pixels;
-  if (opt.watermark_image.empty())
-    im.watermark_text = opt.watermark_text;
-  im.watermark_image = opt.watermark_image;
-  im.watermark_position = opt.watermark_position;
-  im.watermark_margin = opt.watermark_margin;
-  im.watermark_opacity = opt.watermark_opacity;
-  try {
-    im.validate();
-  } catch (const std::invalid_argument& e) {
-    throw usage_error(e.what());
-  }
-  if (!im.watermark_image.empty() && ::access(im.watermark_image.c_str(), R_OK) != 0)
-    throw usage_error("--watermark-image '" + im.watermark_image + "': " + std::strerror(errno));
-  return im;
-}
-
-/// Fills the parts of a job spec that come from the options.
-void apply_options(job_spec& spec, const options& opt) {
-  spec.includes = opt.includes;
-  spec.excludes = opt.excludes;
-  spec.checksum = opt.checksum;
-  spec.allow_empty_source = opt.allow_empty_source;
-  spec.window = static_cast<std::uint32_t>(opt.window);
-  spec.thumbnails = opt.thumbnails;
-  spec.watermark = opt.thumbnails && opt.watermark;
-}
-
-/// Blocks SIGINT/SIGTERM in every thread (call before any thread starts) and
-/// handles them on a thread of its own: the first stops the job cleanly, the
-/// second exits at once (safe: durable state is consistent at any moment).
-class signal_guard {
-public:
-  signal_guard() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  }
-
-  void start(caf::actor_system& sys, supervisor_actor sup) {
-    std::thread([this, &sys, sup] {
-      int count = 0;
-      for (;;) {
-        int sig = 0;
-        if (sigwait(&set_, &sig) != 0)
-          continue;
-        if (++count == 1) {
-          spdlog::warn("{}: stopping; finishing files in progress (again to exit at once)",
-                       strsignal(sig));
-          caf::anon_send(sup, stop_atom::value);
-        } else {
-          const char msg[] = "\nmediasync: second signal, exiting now; resume the job later\n";
-          [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
-          std::_Exit(exit_code::interrupted);
-        }
-      }
-      (void) sys;
-    }).detach();
-  }
-
-private:
-  sigset_t set_;
-};
-
-int exit_for(const job_result& r) {
-  if (!r.error.empty())
-    return exit_code::fatal;  // e.g. database unreachable: the job is interrupted, resumable
-  switch (r.status) {
-    case job_status::completed:
-      return r.counters.failed_files > 0 ? exit_code::failed_files : exit_code::ok;
-    case job_status::interrupted:
-      return exit_code::interrupted;
-    default:
-      return exit_code::fatal;
-  }
-}
-
-/// Asks the supervisor to run `spec` and hands the reply to `me` as a done message, so the
-/// main thread can take progress messages while it waits. (A function with arguments, not
-/// an argument-less lambda: CAF 0.17 dereferences a null argument tuple for the latter.)
-caf::behavior relay_run(caf::event_based_actor* a, supervisor_actor sup, job_spec spec,
-                        caf::actor me) {
-  a->request(sup, caf::infinite, run_atom::value, spec, me)
-    .then([=](job_result& r) { a->send(me, done_atom::value, std::move(r)); a->quit(); },
-          [=](caf::error& e) {
-            job_result r;
-            r.job_id = spec.job_id;
-            r.status = job_status::failed;
-            r.error = a->system().render(e);
-            a->send(me, done_atom::value, std::move(r));
-            a->quit();
-          });
-  return {[](caf::unit_t) {}};
-}
-
-/// Runs one job (new or resumed) through the actor system and reports it.
-int run_job(const options& opt, job_spec spec) {
-  signal_guard signals;
-  supervisor_settings ss;
-  ss.imaging = imaging_of(opt);  // validated before anything starts
-  ss.workers = {opt.workers, spec.thumbnails ? opt.processing_workers : 0,
-                spec.watermark ? opt.watermark_workers : 0};
-  ss.writer.batch_size = opt.batch_size;
-  ss.writer.flush_interval = opt.flush_interval;
-  ss.writer.reconnect_limit = opt.db_reconnect_limit;
-  // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).
-  auto cores = std::max(1u, std::thread::hardware_concurrency());
-  ss.vips_threads = static_cast<int>(std::max<std::size_t>(1, cores / opt.processing_workers));
-  auto db = open_db(opt.db, storage::open_mode::read_write);
-  caf::actor_system_config cfg;
-  add_message_types(cfg);
-  cfg.set("logger.verbosity", caf::atom("quiet"));
-  // The busy actors are detached (own threads); the few scheduled ones need no polling
-  // work-stealing threads burning the cores the workers hash and copy on.
-  cfg.set("scheduler.policy", caf::atom("sharing"));
-  caf::actor_system sys{cfg};
-  auto sup = spawn_supervisor(sys, db, ss);
-  signals.start(sys, sup);
-  progress_display display{opt.progress};
-  job_result result;
-  {
-    caf::scoped_actor self{sys};
-    caf::actor me = self;
-    // A small actor awaits the run's reply and hands it to this thread's mailbox.
-    sys.spawn(relay_run, sup, spec, me);
-    bool done = false;
-    while (!done)
-      self->receive([&](progress_atom, const job_progress& p) { display.update(p); },
-                    [&](done_atom, job_result& r) {
-                      result = std::move(r);
-                      done = true;
-                    },
-                    caf::after(std::chrono::milliseconds(200)) >> [&] { display.tick(); });
-    display.finish(result);
-    self->send_exit(sup, caf::exit_reason::user_shutdown);
-  }
-  auto& c = result.counters;
-  switch (result.status) {
-    case job_status::completed:
-      spdlog::info("job {} completed: {} ok, {} failed, {} skipped, {} bytes{}", result.job_id,
-                   c.processed_files, c.failed_files, c.skipped_files, c.processed_bytes,
-                   result.missing_marked ? ", " + std::to_string(result.missing_marked)
-                                             + " vanished file(s) marked missing"
-                                         : std::string{});
-      if (c.failed_files > 0)
-        spdlog::warn("{} file(s) failed; see: mediasync status {} --db {}", c.failed_files,
-                     result.job_id, db->describe());
-      break;
-    case job_status::interrupted:
-      if (!result.error.empty())
-        spdlog::error("job {} stopped: {}", result.job_id, result.error);
-      spdlog::warn("job {} interrupted: resume with: mediasync resume {} --db {}", result.job_id,
-                   result.job_id, db->describe());
-      break;
-    default:
-      spdlog::error("job {} failed: {}", result.job_id, result.error);
-  }
-  return exit_for(result);
 }
 
 /// --dry-run: scan and compare with the database; write nothing.
@@ -347,26 +120,19 @@ std::uint64_t parse_job_id(const std::string& s) {
   return v;
 }
 
-template <class F>
-int guarded(F&& f) {
+} // namespace
+
+int guarded(const std::function<int()>& f) {
   try {
     return f();
   } catch (const usage_error& e) {
     spdlog::error("{}", e.what());
     return exit_code::usage;
-  } catch (const fatal_error& e) {
-    spdlog::error("{}", e.what());
-    return exit_code::fatal;
-  } catch (const storage::error& e) {
-    spdlog::error("{}", e.what());
-    return exit_code::fatal;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // fatal_error, storage::error, ...
     spdlog::error("{}", e.what());
     return exit_code::fatal;
   }
 }
-
-} // namespace
 
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("mediasync");
@@ -375,47 +141,57 @@ void setup_logging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
-int cmd_sync(const options& opt) {
+int cmd_sync(options opt, const std::vector<std::string>& args) {
   return guarded([&] {
-    if (opt.positional.size() != 2)
-      throw usage_error("sync needs SOURCE and DEST (got " + std::to_string(opt.positional.size())
+    if (args.size() != 2)
+      throw usage_error("sync needs SOURCE and DEST (got " + std::to_string(args.size())
                         + " operand(s))");
-    auto src = existing_dir(opt.positional[0], "source");
-    if (::access(src.c_str(), R_OK | X_OK) != 0)
-      throw usage_error("source '" + src + "' cannot be read: " + std::strerror(errno));
-    // Where DEST is (or will be), checked before anything is created.
-    std::error_code ec;
-    auto dst = std::filesystem::weakly_canonical(std::filesystem::absolute(opt.positional[1]), ec).string();
-    if (ec)
-      throw usage_error("destination '" + opt.positional[1] + "': " + ec.message());
-    if (is_inside(dst, src))
-      throw usage_error("destination '" + dst + "' lies inside the source '" + src + "'");
-    if (is_inside(src, dst))
-      throw usage_error("source '" + src + "' lies inside the destination '" + dst + "'");
-    if (!opt.dry_run) {
-      std::filesystem::create_directories(dst, ec);
-      if (ec)
-        throw fatal_error("destination '" + dst + "' cannot be created: " + ec.message());
-      dst = existing_dir(dst, "destination");
-    }
+    opt.source = args[0];
+    opt.dest = args[1];
+    auto spec = make_job_spec(opt, !opt.dry_run);
     if (opt.dry_run)
-      return dry_run(opt, src, dst);
-    if (::access(dst.c_str(), W_OK | X_OK) != 0)
-      throw fatal_error("destination '" + dst + "' is not writable: " + std::strerror(errno));
-    job_spec spec;
-    spec.source_root = src;
-    spec.dest_root = dst;
-    spec.settings_json = settings_json(opt).dump();
-    apply_options(spec, opt);
-    return run_job(opt, std::move(spec));
+      return dry_run(opt, spec.source_root, spec.dest_root);
+    engine e{opt};
+    auto results = e.run({std::move(spec)}, opt.progress);
+    return exit_code_of(results.front());
   });
 }
 
-int cmd_resume(const options& opt) {
+int cmd_run(const config_file& cfg, const std::vector<std::string>& names,
+            const std::vector<assignment>& cli) {
   return guarded([&] {
-    if (opt.positional.size() != 1)
+    auto jobs = select_jobs(cfg, names);
+    auto global = effective_options(&cfg, cli);
+    // Every job is checked (paths, settings) before any of them starts.
+    std::vector<job_spec> specs;
+    for (auto* j : jobs) {
+      auto o = effective_options(cfg, *j, cli);
+      if (o.dry_run)
+        throw usage_error("run does not take --dry-run (use sync --dry-run per job)");
+      specs.push_back(make_job_spec(o));
+    }
+    // A job that runs no image stage needs no image workers; the pool serves them all.
+    global.thumbnails = std::any_of(specs.begin(), specs.end(),
+                                    [](const job_spec& s) { return s.thumbnails; });
+    global.watermark = std::any_of(specs.begin(), specs.end(),
+                                   [](const job_spec& s) { return s.watermark; });
+    engine e{global};
+    auto results = e.run(std::move(specs), global.progress);
+    int code = exit_code::ok;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      spdlog::info("job '{}' (id {}): {}", jobs[i]->name, results[i].job_id,
+                   to_string(results[i].status));
+      code = worst_exit_code(code, exit_code_of(results[i]));
+    }
+    return code;
+  });
+}
+
+int cmd_resume(const options& opt, const std::vector<std::string>& args) {
+  return guarded([&] {
+    if (args.size() != 1)
       throw usage_error("resume needs exactly one JOB id");
-    auto id = parse_job_id(opt.positional[0]);
+    auto id = parse_job_id(args[0]);
     std::optional<job_row> row;
     {
       auto db = open_db(opt.db, storage::open_mode::read_only);
@@ -436,20 +212,22 @@ int cmd_resume(const options& opt) {
     spec.dest_root = row->dest_root;
     spec.settings_json = row->settings;
     auto effective = with_stored_settings(opt, settings);
-    apply_options(spec, effective);
+    apply_job_options(spec, effective);
     existing_dir(spec.source_root, "source");
     existing_dir(spec.dest_root, "destination");
     spdlog::info("resuming job {} ({} -> {}): {} file(s) already recorded", id, spec.source_root,
                  spec.dest_root, row->processed_files + row->failed_files + row->skipped_files);
-    return run_job(effective, std::move(spec));
+    engine e{effective};
+    auto results = e.run({std::move(spec)}, effective.progress);
+    return exit_code_of(results.front());
   });
 }
 
-int cmd_status(const options& opt) {
+int cmd_status(const options& opt, const std::vector<std::string>& args) {
   return guarded([&] {
-    if (opt.positional.size() > 1)
+    if (args.size() > 1)
       throw usage_error("status takes at most one JOB id");
-    std::uint64_t id = opt.positional.empty() ? 0 : parse_job_id(opt.positional[0]);
+    std::uint64_t id = args.empty() ? 0 : parse_job_id(args[0]);
     auto db = open_db(opt.db, storage::open_mode::read_only);
     for (;;) {
       std::optional<job_row> row;
@@ -491,9 +269,9 @@ int cmd_status(const options& opt) {
   });
 }
 
-int cmd_migrate(const options& opt) {
+int cmd_migrate(const options& opt, const std::vector<std::string>& args) {
   return guarded([&] {
-    if (!opt.positional.empty())
+    if (!args.empty())
       throw usage_error("migrate takes no operands");
     auto db = open_db(opt.db, storage::open_mode::read_write);  // opening migrates
     std::cout << "database " << db->describe() << " has the current schema\n";
@@ -501,9 +279,9 @@ int cmd_migrate(const options& opt) {
   });
 }
 
-int cmd_jobs(const options& opt) {
+int cmd_jobs(const options& opt, const std::vector<std::string>& args) {
   return guarded([&] {
-    if (!opt.positional.empty())
+    if (!args.empty())
       throw usage_error("jobs takes no operands");
     auto db = open_db(opt.db, storage::open_mode::read_only);
     auto rows = db->jobs(50);

@@ -1,5 +1,6 @@
-// The command line: one table of options, parsed into typed settings.
-// Every option is named once here with its type, default and meaning.
+// Every setting of mediasync: one table, given on the command line (--key value) or in a
+// config file (key = value in the key's [section]), the command line winning. Each
+// setting is named once, with its type, default and meaning (see help_text()).
 #pragma once
 
 #include <chrono>
@@ -18,45 +19,98 @@ public:
 
 enum class progress_mode { automatic, bar, plain, json, none };
 
-/// Every setting of a run, defaults included.
+/// Every setting of a run, defaults included: the effective settings of one job.
 struct options {
-  std::string command;                 ///< sync, resume, status, jobs, help, version
-  std::vector<std::string> positional; ///< the command's operands
+  // [storage]
   std::string db = "./mediasync.db";
+  std::chrono::milliseconds db_reconnect_limit{60000};  ///< give up on a lost server after this
+  // [writer]
+  std::size_t batch_size = 200;
+  std::chrono::milliseconds flush_interval{100};
+  // [stages]
   std::size_t workers = 8;             ///< sync stage (media-sync queue)
   std::size_t processing_workers = 10; ///< processing stage (metadata + thumbnails)
   std::size_t watermark_workers = 5;   ///< watermark stage
   bool thumbnails = true;
   bool watermark = true;
+  // [imaging]
   std::vector<int> thumbnail_sizes{256, 1024};
   std::string thumbnail_format = "jpeg";
   int quality = 82;
   std::uint64_t max_pixels = 268'402'689;
+  // [watermark]
   std::string watermark_text = "preview";
   std::string watermark_image;
   std::string watermark_position = "bottom-right";
   int watermark_margin = 16;
   double watermark_opacity = 0.5;
-  std::size_t batch_size = 200;
-  std::chrono::milliseconds flush_interval{100};
+  // [scan]
   std::size_t window = 4096;
-  std::chrono::milliseconds db_reconnect_limit{60000};  ///< give up on a lost server after this
   std::vector<std::string> includes;
   std::vector<std::string> excludes;
   bool checksum = false;
-  bool dry_run = false;
   bool allow_empty_source = false;
+  // [log]
   progress_mode progress = progress_mode::automatic;
   std::string log_level = "info";
+  // [node]
+  std::string http = "127.0.0.1:9464";  ///< /metrics and /status; "off": none
+  std::chrono::milliseconds debounce{500};
+  std::chrono::milliseconds settle{30000};
+  // [job NAME] (config files only)
+  std::string job_name;
+  std::string source;
+  std::string dest;
+  std::chrono::milliseconds interval{3600000};  ///< node: run the job this often; 0: at start only
+  bool watch_source = false;                    ///< node: sync changes as they happen (inotify)
+  // command line only
+  std::string config;                  ///< --config FILE
+  bool dry_run = false;
   bool json = false;
-  bool watch = false;
+  bool watch = false;                  ///< status --watch
+};
+
+/// One `key = value` from a config file or one --key value from the command line.
+struct assignment {
+  std::string key;
+  std::string value;
+  std::string origin;   ///< where it was given: "--key" or "FILE:LINE: [section] key"
+  bool in_config = false;  ///< from a config file (else the command line)
+};
+
+/// The command line: the command, its operands and its settings (not yet applied).
+struct command_line {
+  std::string command;                 ///< sync, resume, status, jobs, migrate, run, node, help, version
+  std::vector<std::string> positional; ///< the command's operands
+  std::vector<assignment> settings;    ///< in the order given
   bool help = false;
 };
 
-/// Parses argv (without the program name). Throws usage_error.
-options parse_command_line(int argc, const char* const* argv);
+/// Parses argv (without the program name): names and value syntax are checked here, values
+/// are checked by apply_settings(). Throws usage_error.
+command_line parse_command_line(int argc, const char* const* argv);
+
+/// Checks that `key` may be given in config section `section` ("job" for a [job NAME]
+/// section). Throws usage_error starting with `origin` when it is unknown, command-line
+/// only, or belongs to another section.
+void check_config_key(const std::string& section, const std::string& key,
+                      const std::string& origin);
+
+/// True if `section` is a known global section name (storage, writer, ...).
+bool is_config_section(const std::string& section);
+
+/// Applies settings in order to `o`. Throws usage_error naming each wrong one's origin,
+/// key and what is expected. A list key (include, exclude) given several times in one
+/// call accumulates; given again in a later call, it replaces.
+void apply_settings(options& o, const std::vector<assignment>& settings);
 
 /// The full help text: commands, every option with type, default and meaning, exit codes.
 std::string help_text();
+/// `mediasync help config`: the config file format and every key by section.
+std::string config_help_text();
+
+/// Parses a duration: a whole number with unit ms, s, m or h; a bare number is in
+/// `bare_unit_ms` milliseconds. Throws usage_error (without the key) when it does not parse.
+std::chrono::milliseconds parse_duration(const std::string& v, std::int64_t bare_unit_ms);
 
 } // namespace ms::app
