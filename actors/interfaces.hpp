@@ -55,6 +55,11 @@ using sync_coordinator_actor = caf::typed_actor<
   // From the supervisor: a worker of a stage died (its address, the reason) and this one
   // (invalid if the restart budget is spent) replaces it.
   caf::reacts_to<worker_atom, caf::actor_addr, std::string, file_worker_actor, stage>,
+  // From the supervisor: a worker (of a node that joined) is there to take tasks.
+  caf::reacts_to<join_atom, file_worker_actor, stage>,
+  // From the supervisor: a remote worker is gone (its node left, crashed or was cut off);
+  // the task it held goes back to the queue for another worker.
+  caf::reacts_to<leave_atom, caf::actor_addr, std::string>,
   // Internal: scan more, dispatch more.
   caf::reacts_to<pump_atom>,
   // Stop dispatching, drain, end the job interrupted.
@@ -67,6 +72,22 @@ using supervisor_actor = caf::typed_actor<
   // First SIGINT/SIGTERM: every running job drains and ends interrupted.
   caf::reacts_to<stop_atom>,
   // From a coordinator: its job ended.
-  caf::reacts_to<done_atom, job_result>>;
+  caf::reacts_to<done_atom, job_result>,
+  // From the registry: worker node `name` offers its stage pools (sync, processing,
+  // watermark); they join every running and later job until they go down.
+  caf::reacts_to<offer_atom, std::string, std::vector<file_worker_actor>,
+                 std::vector<file_worker_actor>, std::vector<file_worker_actor>>,
+  // The worker nodes in the cluster now.
+  caf::replies_to<nodes_atom>::with<std::vector<cluster_node>>>;
+
+/// The coordinator node's published entry point (CAF middleman, TLS): worker nodes join
+/// here. Only these two messages are reachable from the network.
+using registry_actor = caf::typed_actor<
+  // A worker node introduces itself by name; the reply: the image settings its
+  // processing and watermark workers use.
+  caf::replies_to<join_atom, std::string>::with<imaging_settings>,
+  // It offers its stage pools (sync, processing, watermark).
+  caf::reacts_to<offer_atom, std::string, std::vector<file_worker_actor>,
+                 std::vector<file_worker_actor>, std::vector<file_worker_actor>>>;
 
 } // namespace ms

@@ -18,6 +18,10 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<job_result>("job_result");
   cfg.add_message_type<durable_listener_actor>("durable_listener_actor");
   cfg.add_message_type<file_worker_actor>("file_worker_actor");
+  cfg.add_message_type<std::vector<file_worker_actor>>("std::vector<file_worker_actor>");
+  cfg.add_message_type<imaging_settings>("imaging_settings");
+  cfg.add_message_type<cluster_node>("cluster_node");
+  cfg.add_message_type<std::vector<cluster_node>>("std::vector<cluster_node>");
 }
 
 } // namespace ms

@@ -9,6 +9,7 @@
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
 
+#include "actors/imaging.hpp"
 #include "storage/records.hpp"
 
 namespace caf { class actor_system_config; }
@@ -35,6 +36,10 @@ using done_atom = caf::atom_constant<caf::atom("done")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using offer_atom = caf::atom_constant<caf::atom("offer")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 
 // -- messages -----------------------------------------------------------------
 
@@ -98,7 +103,7 @@ typename Inspector::result_type inspect(Inspector& f, file_outcome& x) {
   return f(caf::meta::type_name("file_outcome"), x.job_id, x.path, x.stg, x.status, x.size,
            x.mtime_ns, x.sha256, x.mime, x.library_path, x.error, x.duration_us,
            x.touches_media, x.width, x.height, x.orientation, x.taken_at, x.thumbnail_paths,
-           x.preview_path);
+           x.preview_path, x.node, x.retry_elsewhere);
 }
 
 template <class Inspector>
@@ -139,6 +144,25 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job_result& x) {
   return f(caf::meta::type_name("job_result"), x.job_id, x.status, x.counters,
            x.missing_marked, x.error);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, imaging_settings& x) {
+  return f(caf::meta::type_name("imaging_settings"), x.thumbnail_sizes, x.thumbnail_format,
+           x.quality, x.max_pixels, x.watermark_text, x.watermark_image, x.watermark_position,
+           x.watermark_margin, x.watermark_opacity);
+}
+
+/// A worker node of the cluster as the coordinator sees it.
+struct cluster_node {
+  std::string name;
+  std::uint32_t workers[stage_count] = {};  ///< per stage
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_node& x) {
+  return f(caf::meta::type_name("cluster_node"), x.name, x.workers[0], x.workers[1],
+           x.workers[2]);
 }
 
 /// Registers every message type above with `cfg` (call once per actor system).

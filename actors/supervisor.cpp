@@ -6,6 +6,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/metrics.hpp"
 #include "actors/sync_coordinator.hpp"
 
 namespace ms {
@@ -24,12 +25,17 @@ struct supervisor_state {
   std::map<std::uint64_t, running_job> jobs;
   std::deque<std::chrono::steady_clock::time_point> restarts;
   bool stopping = false;
+  /// Workers of remote nodes (joined through the registry): their node's name.
+  std::map<caf::actor_addr, std::string> remote;
+  std::map<std::string, cluster_node> nodes;
 
   ~supervisor_state() {
     // Shutdown order: workers first, the writer last (it flushed when its jobs finished).
+    // Remote workers belong to their node: it ends them when the link goes.
     for (auto& pool : pools)
       for (auto& w : pool)
-        caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+        if (!remote.count(w.address()))
+          caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
     if (writer)
       caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
   }
@@ -65,9 +71,58 @@ void fail_all(sup_ptr self, const std::string& reason) {
   self->state.jobs.clear();
 }
 
+/// Publishes the cluster's size (nodes, workers per node and stage).
+void show_nodes(supervisor_state& st) {
+  if (!st.settings.registry)
+    return;
+  st.settings.registry->set("mediasync_cluster_nodes", {}, static_cast<double>(st.nodes.size()));
+  for (auto& [name, n] : st.nodes)
+    for (std::size_t i = 0; i < stage_count; ++i)
+      st.settings.registry->set("mediasync_cluster_workers",
+                                {{"node", name}, {"stage", std::string{to_string(static_cast<stage>(i))}}},
+                                n.workers[i]);
+}
+
+/// A remote worker went down (its node left, crashed, or the link broke): its task goes
+/// back to the queue; no restart (its node offers new workers when it joins again).
+void on_remote_down(sup_ptr self, const caf::actor_addr& addr, const std::string& reason) {
+  auto& st = self->state;
+  auto node = st.remote[addr];
+  st.remote.erase(addr);
+  for (std::size_t i = 0; i < st.pools.size(); ++i) {
+    auto& pool = st.pools[i];
+    auto w = std::find_if(pool.begin(), pool.end(),
+                          [&](const file_worker_actor& x) { return x.address() == addr; });
+    if (w == pool.end())
+      continue;
+    pool.erase(w);
+    if (auto n = st.nodes.find(node); n != st.nodes.end() && n->second.workers[i] > 0)
+      --n->second.workers[i];
+  }
+  for (auto& [id, job] : st.jobs)
+    self->send(job.coordinator, leave_atom::value, addr, "node " + node + ": " + reason);
+  if (auto n = st.nodes.find(node); n != st.nodes.end()) {
+    auto& w = n->second.workers;
+    if (w[0] + w[1] + w[2] == 0) {
+      spdlog::warn("cluster: node {} left ({}); its tasks in flight go to other workers", node,
+                   reason);
+      if (st.settings.registry)
+        for (std::size_t i = 0; i < stage_count; ++i)
+          st.settings.registry->remove("mediasync_cluster_workers",
+                                       {{"node", node}, {"stage", std::string{to_string(static_cast<stage>(i))}}});
+      st.nodes.erase(n);
+    }
+  }
+  show_nodes(st);
+}
+
 void on_down(sup_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   auto reason = self->system().render(dm.reason);
+  if (st.remote.count(dm.source)) {
+    on_remote_down(self, dm.source, reason);
+    return;
+  }
   if (dm.source == st.writer.address()) {
     spdlog::critical("progress-writer terminated: {}", reason);
     fail_all(self, "progress-writer terminated: " + reason);
@@ -126,7 +181,7 @@ void start_job(sup_ptr self, job_spec spec, caf::actor listener,
   spec.watermark = spec.watermark && !st.pools[static_cast<std::size_t>(stage::watermark)].empty();
   auto c = spawn_sync_coordinator(self->system(), std::move(spec), st.writer, st.pools,
                                   caf::actor_cast<supervisor_actor>(self), std::move(listener),
-                                  st.settings.registry);
+                                  st.settings.registry, st.settings.node_name);
   self->monitor(c);
   st.jobs[id] = running_job{c, std::move(rp)};
   if (st.stopping)
@@ -139,6 +194,11 @@ supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage
   st.settings = std::move(settings);
   if (st.settings.registry) {
     describe_queue_metrics(*st.settings.registry);
+    st.settings.registry->describe("mediasync_cluster_nodes", metrics::kind::gauge,
+                                   "Worker nodes joined to this coordinator");
+    st.settings.registry->describe("mediasync_cluster_workers", metrics::kind::gauge,
+                                   "Workers a joined node offers, by node and stage");
+    st.settings.registry->set("mediasync_cluster_nodes", {}, 0);
     st.settings.writer.metrics = st.settings.registry;
   }
   st.writer = spawn_progress_writer(self->system(), std::move(db), st.settings.writer);
@@ -175,6 +235,33 @@ supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage
       self->state.stopping = true;
       for (auto& [id, job] : self->state.jobs)
         self->send(job.coordinator, stop_atom::value);
+    },
+    [=](offer_atom, const std::string& node, std::vector<file_worker_actor>& sync,
+        std::vector<file_worker_actor>& processing, std::vector<file_worker_actor>& watermark) {
+      auto& st = self->state;
+      auto& n = st.nodes[node];
+      n.name = node;
+      std::vector<file_worker_actor>* offered[] = {&sync, &processing, &watermark};
+      for (std::size_t i = 0; i < stage_count; ++i)
+        for (auto& w : *offered[i]) {
+          if (!w || st.remote.count(w.address()))
+            continue;
+          self->monitor(w);
+          st.remote[w.address()] = node;
+          ++n.workers[i];
+          st.pools[i].push_back(w);
+          for (auto& [id, job] : st.jobs)
+            self->send(job.coordinator, join_atom::value, w, static_cast<stage>(i));
+        }
+      spdlog::info("cluster: node {} joined with {} sync, {} processing, {} watermark workers",
+                   node, sync.size(), processing.size(), watermark.size());
+      show_nodes(st);
+    },
+    [=](nodes_atom) {
+      std::vector<cluster_node> out;
+      for (auto& [name, n] : self->state.nodes)
+        out.push_back(n);
+      return out;
     },
     [=](done_atom, job_result& res) {
       auto& st = self->state;

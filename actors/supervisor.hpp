@@ -26,6 +26,7 @@ struct supervisor_settings {
   imaging_settings imaging;          ///< for the processing and watermark stages
   int vips_threads = 1;              ///< threads per libvips pipeline (cores / processing workers)
   std::shared_ptr<metrics> registry;  ///< queue depths and the writer's figures go here (may be null)
+  std::string node_name;             ///< this node's name: file_results.node of local work
 };
 
 /// Spawns the supervisor; it spawns the writer on `db` and the worker pool at once.

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -47,6 +48,11 @@ struct coordinator_state {
   bool fatal_resumable = false;               ///< ... and nothing is lost: end interrupted
 
   std::shared_ptr<metrics> registry;          ///< may be null
+  std::string node_name;                      ///< this node's name, for the rows made here
+  /// Remote nodes whose workers could not see the paths, by CAF node: consecutive such
+  /// outcomes (reset by a success). At `blind_limit` the node gets no more tasks.
+  std::map<caf::node_id, int> blind;
+  std::set<caf::node_id> excluded;
   /// What this job added to the queue gauges, per stage: queued, running.
   std::array<double, stage_count> shown_queued{};
   std::array<double, stage_count> shown_running{};
@@ -93,6 +99,9 @@ file_outcome make_outcome(const job_spec& spec, const scan_entry& e, file_status
 void send_to_writer(coord_ptr self, std::vector<file_outcome> outs) {
   if (outs.empty())
     return;
+  for (auto& o : outs)
+    if (o.node.empty())
+      o.node = self->state.node_name;  // made here or by a local worker
   self->state.inflight += outs.size();
   self->send(self->state.writer, outcome_atom::value, std::move(outs));
 }
@@ -411,6 +420,23 @@ void scan_more(coord_ptr self) {
       });
 }
 
+constexpr int blind_limit = 3;
+
+/// Puts a task that was at a worker back at the front of its stage's queue.
+void requeue(coordinator_state& st, file_task t) {
+  --st.inflight;
+  auto s = t.stg;
+  st.pending[idx(s)].push_front(std::move(t));
+}
+
+void count_task(coordinator_state& st, const file_outcome& out) {
+  if (st.registry)
+    st.registry->add("mediasync_cluster_tasks_total",
+                     {{"node", out.node.empty() ? st.node_name : out.node},
+                      {"stage", std::string{to_string(out.stg)}}},
+                     1);
+}
+
 void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
   auto& st = self->state;
   ++st.inflight;
@@ -424,14 +450,31 @@ void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
         if (it == st.assigned.end())
           return;  // already reported failed by the supervisor's replacement notice
         auto s = it->second.stg;
-        st.assigned.erase(it);
-        st.idle[idx(s)].push_back(worker);
-        out.stg = s;
-        on_outcome(self, std::move(out));
+        auto from = worker.node();
+        if (out.retry_elsewhere) {
+          // This node cannot see the media: another worker does the file.
+          spdlog::warn("job {}: node {} cannot do {}: {}", st.spec.job_id, out.node,
+                       it->second.path, out.error);
+          requeue(st, std::move(it->second));
+          st.assigned.erase(it);
+          if (++st.blind[from] >= blind_limit && st.excluded.insert(from).second)
+            spdlog::error("job {}: node {} could not see the paths of {} tasks in a row: no "
+                          "more tasks go to it in this job (check its path-map and mounts)",
+                          st.spec.job_id, out.node, blind_limit);
+        } else {
+          st.assigned.erase(it);
+          st.blind.erase(from);
+          out.stg = s;
+          count_task(st, out);
+          on_outcome(self, std::move(out));
+        }
+        if (!st.excluded.count(from))
+          st.idle[idx(s)].push_back(worker);
         pump(self);
       },
       [=](caf::error& err) {
-        // A dead worker is reported by the supervisor with its reason (worker_atom).
+        // A dead worker is reported by the supervisor (worker_atom, or leave_atom for a
+        // remote one) with its reason.
         spdlog::debug("job {}: worker request failed: {}", self->state.spec.job_id,
                       self->system().render(err));
       });
@@ -481,9 +524,10 @@ void pump(coord_ptr self) {
 sync_coordinator_actor::behavior_type
 coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
             worker_pools workers, supervisor_actor supervisor, caf::actor listener,
-            std::shared_ptr<metrics> registry) {
+            std::shared_ptr<metrics> registry, std::string node_name) {
   auto& st = self->state;
   st.registry = std::move(registry);
+  st.node_name = std::move(node_name);
   st.spec = std::move(spec);
   if (st.spec.window == 0)
     st.spec.window = 1;
@@ -567,6 +611,24 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
         idle.push_back(std::move(replacement));
       pump(self);
     },
+    [=](join_atom, file_worker_actor w, stage s) {
+      auto& st = self->state;
+      if (!st.excluded.count(w.node()))
+        st.idle[idx(s)].push_back(std::move(w));
+      pump(self);
+    },
+    [=](leave_atom, const caf::actor_addr& gone, const std::string& reason) {
+      auto& st = self->state;
+      if (auto it = st.assigned.find(gone); it != st.assigned.end()) {
+        spdlog::warn("job {}: a remote worker went away ({}); {} goes to another worker",
+                     st.spec.job_id, reason, it->second.path);
+        requeue(st, std::move(it->second));
+        st.assigned.erase(it);
+      }
+      for (auto& idle : st.idle)
+        std::erase_if(idle, [&](const file_worker_actor& w) { return w.address() == gone; });
+      pump(self);
+    },
     [=](pump_atom) { pump(self); },
     [=](stop_atom) {
       auto& st = self->state;
@@ -587,10 +649,11 @@ sync_coordinator_actor spawn_sync_coordinator(caf::actor_system& sys, job_spec s
                                               progress_writer_actor writer,
                                               worker_pools workers,
                                               supervisor_actor supervisor, caf::actor listener,
-                                              std::shared_ptr<metrics> registry) {
+                                              std::shared_ptr<metrics> registry,
+                                              std::string node_name) {
   return sys.spawn<caf::detached>(coordinator, std::move(spec), std::move(writer),
                                   std::move(workers), std::move(supervisor), std::move(listener),
-                                  std::move(registry));
+                                  std::move(registry), std::move(node_name));
 }
 
 void describe_queue_metrics(metrics& registry) {
@@ -598,6 +661,8 @@ void describe_queue_metrics(metrics& registry) {
                     "Tasks of running jobs waiting for a worker of the stage");
   registry.describe("mediasync_running_tasks", metrics::kind::gauge,
                     "Tasks of running jobs a worker of the stage is working on");
+  registry.describe("mediasync_cluster_tasks_total", metrics::kind::counter,
+                    "Tasks done, by the node whose worker did them and stage");
   for (std::size_t i = 0; i < stage_count; ++i) {
     metric_labels l{{"stage", std::string{to_string(static_cast<stage>(i))}}};
     registry.add("mediasync_queued_tasks", l, 0);

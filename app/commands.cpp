@@ -176,6 +176,7 @@ int cmd_run(const config_file& cfg, const std::vector<std::string>& names,
     global.watermark = std::any_of(specs.begin(), specs.end(),
                                    [](const job_spec& s) { return s.watermark; });
     engine e{global};
+    e.wait_for_nodes(global.wait_for_nodes, global.wait_timeout);
     auto results = e.run(std::move(specs), global.progress);
     int code = exit_code::ok;
     for (std::size_t i = 0; i < results.size(); ++i) {

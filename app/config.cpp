@@ -62,8 +62,6 @@ std::string unquote(const std::string& raw, const std::string& where) {
   return out;
 }
 
-bool is_list_key(const std::string& k) { return k == "include" || k == "exclude"; }
-
 } // namespace
 
 config_file parse_config(const std::string& text, const std::string& name) {
@@ -111,7 +109,7 @@ config_file parse_config(const std::string& text, const std::string& name) {
       }
       if (!is_config_section(inner))
         throw usage_error(where + ": unknown section [" + inner + "] (sections: storage, writer, "
-                                  "stages, imaging, watermark, scan, log, node, job NAME; see "
+                                  "stages, imaging, watermark, scan, log, node, cluster, job NAME; see "
                                   "mediasync help config)");
       section = inner;
       continue;

@@ -14,12 +14,15 @@
 #include <thread>
 
 #include <caf/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/imaging.hpp"
 #include "actors/messages.hpp"
+#include "actors/registry.hpp"
 #include "actors/supervisor.hpp"
+#include "app/cluster.hpp"
 #include "app/commands.hpp"
 #include "app/progress.hpp"
 
@@ -263,6 +266,7 @@ struct engine::impl {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   supervisor_actor sup;
+  registry_actor registry;  ///< published for worker nodes ([cluster] listen)
 };
 
 engine::engine(const options& opt, std::shared_ptr<metrics> m) : impl_(std::make_unique<impl>()) {
@@ -274,6 +278,10 @@ engine::engine(const options& opt, std::shared_ptr<metrics> m) : impl_(std::make
   ss.writer.flush_interval = opt.flush_interval;
   ss.writer.reconnect_limit = opt.db_reconnect_limit;
   ss.registry = m;
+  ss.node_name = node_name_of(opt);
+  bool cluster = opt.listen != "off";
+  if (cluster)
+    check_tls(opt, "listen");
   // N image workers share the cores: each vips pipeline gets cores / N threads (>= 1).
   auto cores = std::max(1u, std::thread::hardware_concurrency());
   ss.vips_threads = static_cast<int>(std::max<std::size_t>(1, cores / opt.processing_workers));
@@ -284,13 +292,54 @@ engine::engine(const options& opt, std::shared_ptr<metrics> m) : impl_(std::make
   // The busy actors are detached (own threads); the few scheduled ones need no polling
   // work-stealing threads burning the cores the workers hash and copy on.
   impl_->cfg.set("scheduler.policy", caf::atom("sharing"));
+  if (cluster)
+    configure_cluster(impl_->cfg, opt);
+  auto im = ss.imaging;
   impl_->sys = std::make_unique<caf::actor_system>(impl_->cfg);
   impl_->sup = spawn_supervisor(*impl_->sys, impl_->db, std::move(ss));
+  if (!cluster)
+    return;
+  impl_->registry = spawn_registry(*impl_->sys, impl_->sup, im);
+  auto [host, port] = split_address(opt.listen);
+  auto bound = caf::openssl::publish(impl_->registry, port, host.c_str(), true);
+  if (!bound) {
+    auto why = impl_->sys->render(bound.error());
+    caf::anon_send_exit(impl_->sup, caf::exit_reason::user_shutdown);
+    throw fatal_error("[cluster] listen " + opt.listen + ": cannot accept worker nodes there: "
+                      + why);
+  }
+  spdlog::info("cluster: accepting worker nodes on {}:{} (TLS, certificates signed by {})",
+               host, *bound, opt.tls_ca);
+}
+
+void engine::wait_for_nodes(std::size_t n, std::chrono::milliseconds timeout) {
+  if (n == 0 || !impl_->registry)
+    return;
+  spdlog::info("cluster: waiting for {} worker node(s) to join (at most {} s)", n,
+               timeout.count() / 1000);
+  auto end = std::chrono::steady_clock::now() + timeout;
+  caf::scoped_actor self{*impl_->sys};
+  for (;;) {
+    std::size_t joined = 0;
+    self->request(impl_->sup, std::chrono::seconds(5), nodes_atom::value)
+      .receive([&](std::vector<cluster_node>& nodes) { joined = nodes.size(); },
+               [&](caf::error&) {});
+    if (joined >= n)
+      return;
+    if (std::chrono::steady_clock::now() >= end) {
+      spdlog::warn("cluster: {} of {} worker node(s) joined in time; starting anyway", joined, n);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 engine::~engine() {
+  if (impl_->registry)
+    caf::anon_send_exit(impl_->registry, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(impl_->sup, caf::exit_reason::user_shutdown);
   impl_->sup = nullptr;
+  impl_->registry = nullptr;
   impl_->sys.reset();  // waits for every actor
 }
 

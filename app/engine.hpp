@@ -2,6 +2,7 @@
 // progress-writer and the stage worker pools). Commands build one and run jobs on it.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,7 +46,8 @@ int worst_exit_code(int a, int b);
 class engine {
 public:
   /// Opens the database and starts the supervisor with the writer and the worker pools
-  /// sized by `opt` (global settings). `m`: metrics to keep (may be null).
+  /// sized by `opt` (global settings). `m`: metrics to keep (may be null). With
+  /// [cluster] listen, it also publishes the registry (TLS) for worker nodes to join.
   explicit engine(const options& opt, std::shared_ptr<metrics> m = nullptr);
   ~engine();
   engine(const engine&) = delete;
@@ -55,6 +57,9 @@ public:
   supervisor_actor supervisor() const;
   /// The database, as shown to users (path or URL without password).
   const std::string& db_name() const;
+
+  /// With [cluster] listen: blocks until `n` worker nodes joined or `timeout` passed.
+  void wait_for_nodes(std::size_t n, std::chrono::milliseconds timeout);
 
   /// Starts `spec`: its progress goes to `listener` as (progress, job_progress), its end as
   /// (done, token, job_result).

@@ -2,6 +2,7 @@
 #include <iostream>
 #include <optional>
 
+#include "app/cluster.hpp"
 #include "app/commands.hpp"
 #include "app/config.hpp"
 #include "app/engine.hpp"
@@ -55,6 +56,8 @@ int main(int argc, char** argv) {
     return cmd_run(*cfg, args, cl.settings);
   if (cl.command == "node")
     return cmd_node(*cfg, cl.settings);
+  if (cl.command == "worker")
+    return cmd_worker(opt, cl.settings);
   if (cl.command == "resume")
     return cmd_resume(opt, args);
   if (cl.command == "status")

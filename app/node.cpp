@@ -493,6 +493,7 @@ int cmd_node(const config_file& cfg, const std::vector<assignment>& cli) {
     select_jobs(cfg, {});  // a node without jobs is a config error
     auto m = std::make_shared<metrics>();
     engine e{global, m};
+    e.wait_for_nodes(global.wait_for_nodes, global.wait_timeout);
     caf::scoped_actor self{e.system()};
     std::optional<node> n;
     n.emplace(cfg, cli, global, m, e, self);

@@ -258,6 +258,57 @@ const std::vector<setting_def>& table() {
      "change (bare number: ms)",
      global, val,
      [](options& o, const std::string& v) { o.settle = duration_in(v, 1, ms_t{100}, ms_t{86400000}); }},
+    // -- [cluster]
+    {"cluster", "listen", "host:port|off", "off",
+     "coordinator: accept worker nodes here (CAF middleman over TLS; a bare port listens on "
+     "127.0.0.1, any other address must be given explicitly); needs ca, cert and key",
+     global, val, [](options& o, const std::string& v) {
+       o.listen = v.find(':') == std::string::npos && v != "off" ? parse_address("127.0.0.1:" + v)
+                                                                 : parse_address(v);
+     }},
+    {"cluster", "join", "host:port", "(none)",
+     "worker: the coordinator to join (mediasync worker --join HOST:PORT); needs ca, cert, key",
+     global, val, [](options& o, const std::string& v) {
+       if (v == "off")
+         throw value_error("'off' is not HOST:PORT");
+       o.join = parse_address(v);
+     }},
+    {"cluster", "ca", "path", "(none)", "the cluster CA certificate (PEM): only nodes whose "
+     "certificate it signed can join", global, val,
+     [](options& o, const std::string& v) { o.tls_ca = v; }},
+    {"cluster", "cert", "path", "(none)", "this node's certificate (PEM, signed by the cluster CA)",
+     global, val, [](options& o, const std::string& v) { o.tls_cert = v; }},
+    {"cluster", "key", "path", "(none)", "this node's private key (PEM)", global, val,
+     [](options& o, const std::string& v) { o.tls_key = v; }},
+    {"cluster", "node-name", "name", "(host name)",
+     "this node's name, recorded in file_results.node for its work", global, val,
+     [](options& o, const std::string& v) {
+       if (v.empty() || v.size() > 64
+           || v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+                != std::string::npos)
+         throw value_error("'" + v + "' is not a node name (letters, digits, '-', '_', '.'; at "
+                           "most 64)");
+       o.node_name = v;
+     }},
+    {"cluster", "path-map", "FROM=TO", "(none)",
+     "worker: the coordinator's path FROM is TO on this node (repeatable; the longest FROM "
+     "that matches whole path components wins)", global, list,
+     [](options& o, const std::string& v) {
+       auto eq = v.find('=');
+       if (eq == std::string::npos || eq == 0 || eq + 1 == v.size() || v[0] != '/'
+           || v[eq + 1] != '/')
+         throw value_error("'" + v + "' is not FROM=TO with two absolute paths");
+       o.path_map.push_back(v);
+     }},
+    {"cluster", "wait-for-nodes", "int 0..1000", "0",
+     "coordinator: start jobs once this many worker nodes joined (or wait-timeout passed)",
+     global, val,
+     [](options& o, const std::string& v) { o.wait_for_nodes = parse_uint(v, 0, 1000); }},
+    {"cluster", "wait-timeout", "duration", "60s",
+     "coordinator: how long jobs wait for wait-for-nodes (bare number: ms)", global, val,
+     [](options& o, const std::string& v) {
+       o.wait_timeout = duration_in(v, 1, ms_t{0}, ms_t{86400000});
+     }},
     // -- [job NAME]
     {"job", "source", "path", "(required)", "the source tree of the job", job_only, val,
      [](options& o, const std::string& v) {
@@ -364,6 +415,11 @@ std::chrono::milliseconds parse_duration(const std::string& v, std::int64_t bare
   return std::chrono::milliseconds{static_cast<std::int64_t>(n) * mult};
 }
 
+bool is_list_key(const std::string& key) {
+  auto d = find(key, true);
+  return d && d->kind == value_kind::list;
+}
+
 bool is_config_section(const std::string& section) {
   return std::any_of(table().begin(), table().end(), [&](const setting_def& d) {
     return d.scope != cli && d.scope != job_only && section == d.section;
@@ -399,7 +455,7 @@ void apply_settings(options& o, const std::vector<assignment>& settings) {
     if (!d)
       throw usage_error(a.origin + ": unknown key '" + a.key + "'" + suggestion(a.key));
     if (d->kind == value_kind::list && lists_touched.insert(a.key).second)
-      (a.key == "include" ? o.includes : o.excludes).clear();
+      (a.key == "include" ? o.includes : a.key == "exclude" ? o.excludes : o.path_map).clear();
     try {
       d->apply(o, a.value);
     } catch (const value_error& e) {
@@ -486,6 +542,8 @@ std::string help_text() {
          "  status [JOB]         show a job (default: the newest); --json, --watch\n"
          "  jobs                 list the newest jobs; --json\n"
          "  migrate              create the schema or apply pending migrations\n"
+         "  worker --join HOST:PORT  a worker node: offers its stage pools to a coordinator\n"
+         "                       (a node or run with [cluster] listen); TLS with ca/cert/key\n"
          "  help [config]        this text; 'help config': the config file format\n\n"
          "Options (each also a config file key in its [section], see 'help config'; a flag\n"
          "takes --name, --no-name or --name=true|false):\n";

@@ -57,6 +57,16 @@ struct options {
   std::string http = "127.0.0.1:9464";  ///< /metrics and /status; "off": none
   std::chrono::milliseconds debounce{500};
   std::chrono::milliseconds settle{30000};
+  // [cluster]
+  std::string listen = "off";          ///< coordinator: publish the registry here (TLS)
+  std::string join;                    ///< worker: the coordinator to join
+  std::string tls_ca;                  ///< the cluster CA certificate (PEM)
+  std::string tls_cert;                ///< this node's certificate (PEM, signed by the CA)
+  std::string tls_key;                 ///< this node's private key (PEM)
+  std::string node_name;               ///< file_results.node of this node's work (default: host name)
+  std::vector<std::string> path_map;   ///< worker: FROM=TO, coordinator path FROM is TO here
+  std::size_t wait_for_nodes = 0;      ///< coordinator: start jobs once this many nodes joined
+  std::chrono::milliseconds wait_timeout{60000};
   // [job NAME] (config files only)
   std::string job_name;
   std::string source;
@@ -98,6 +108,10 @@ void check_config_key(const std::string& section, const std::string& key,
 
 /// True if `section` is a known global section name (storage, writer, ...).
 bool is_config_section(const std::string& section);
+
+/// True for keys that may repeat, each adding one value to a list (include, exclude,
+/// path-map).
+bool is_list_key(const std::string& key);
 
 /// Applies settings in order to `o`. Throws usage_error naming each wrong one's origin,
 /// key and what is expected. A list key (include, exclude) given several times in one

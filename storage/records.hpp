@@ -57,6 +57,12 @@ struct file_outcome {
   std::string taken_at;                  ///< ISO 8601, empty if unknown
   std::vector<std::string> thumbnail_paths;  ///< library-relative, largest first
   std::string preview_path;              ///< library-relative
+  /// The cluster node whose worker produced the outcome (file_results.node); empty: the
+  /// progress-writer's own node (it fills it in before the commit).
+  std::string node;
+  /// Not stored: the worker's node cannot see the task's paths (shared storage not mounted,
+  /// or a wrong path-map); the coordinator gives the task to another node.
+  bool retry_elsewhere = false;
 };
 
 /// What the database knows about one source path, for skip and resume decisions.
