@@ -49,10 +49,10 @@ struct coordinator_state {
 
   std::shared_ptr<metrics> registry;          ///< may be null
   std::string node_name;                      ///< this node's name, for the rows made here
-  /// Remote nodes whose workers could not see the paths, by CAF node: consecutive such
+  /// Remote nodes whose workers could not see the paths, by node name: consecutive such
   /// outcomes (reset by a success). At `blind_limit` the node gets no more tasks.
-  std::map<caf::node_id, int> blind;
-  std::set<caf::node_id> excluded;
+  std::map<std::string, int> blind;
+  std::set<std::string> excluded;
   /// What this job added to the queue gauges, per stage: queued, running.
   std::array<double, stage_count> shown_queued{};
   std::array<double, stage_count> shown_running{};
@@ -450,7 +450,7 @@ void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
         if (it == st.assigned.end())
           return;  // already reported failed by the supervisor's replacement notice
         auto s = it->second.stg;
-        auto from = worker.node();
+        auto from = out.node;
         if (out.retry_elsewhere) {
           // This node cannot see the media: another worker does the file.
           spdlog::warn("job {}: node {} cannot do {}: {}", st.spec.job_id, out.node,
@@ -612,9 +612,7 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
       pump(self);
     },
     [=](join_atom, file_worker_actor w, stage s) {
-      auto& st = self->state;
-      if (!st.excluded.count(w.node()))
-        st.idle[idx(s)].push_back(std::move(w));
+      self->state.idle[idx(s)].push_back(std::move(w));
       pump(self);
     },
     [=](leave_atom, const caf::actor_addr& gone, const std::string& reason) {
