@@ -11,12 +11,13 @@ namespace fs = std::filesystem;
 
 namespace ms::test {
 
-test_db::test_db(const std::string& kind, const temp_dir& t) : kind_(kind) {
+test_db::test_db(const std::string& kind, const temp_dir& t, const std::string& file)
+  : kind_(kind) {
   if (kind == "postgres") {
     pg_ = std::make_unique<pg_database>();
     url_ = pg_->url();
   } else {
-    url_ = t / "m.db";
+    url_ = t / file;
   }
 }
 

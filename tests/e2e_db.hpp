@@ -15,8 +15,8 @@ namespace ms::test {
 /// database on the test server).
 class test_db {
 public:
-  /// `kind`: "sqlite" or "postgres".
-  test_db(const std::string& kind, const temp_dir& t);
+  /// `kind`: "sqlite" (the file `file` in `t`) or "postgres".
+  test_db(const std::string& kind, const temp_dir& t, const std::string& file = "m.db");
   const std::string& url() const { return url_; }
   bool exists() const;
 

@@ -2,8 +2,11 @@
 // watch, SIGHUP reload, SIGTERM, /metrics and /status), with the real binary.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -138,6 +141,19 @@ double metric(const std::string& text, const std::string& series) {
 
 std::string repo_file(const std::string& rel) { return std::string{MEDIASYNC_SOURCE_DIR} + "/" + rel; }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 } // namespace
 
 TEST_CASE("each example config runs as it is", "[e2e][config]") {
@@ -168,6 +184,34 @@ TEST_CASE("each example config runs as it is", "[e2e][config]") {
   CHECK(fs::exists(t / "library/wallpapers/.thumbnails/256"));
   CHECK(fs::exists(t / "library/licenses/GPL-3"));
   CHECK_FALSE(fs::exists(t / "library/licenses/.thumbnails"));
+}
+
+TEST_CASE("the cluster example configs run as they are on one machine", "[e2e][config][cluster]") {
+  temp_dir t;
+  // The configs expect certificates in ./certs, made by the script they name.
+  REQUIRE(std::system(("bash " + repo_file("scripts/cluster-certs.sh") + " " + t.path()
+                       + "/certs coordinator worker1 >/dev/null").c_str())
+          == 0);
+  // The port from the command line (which wins): the configs' fixed one may be taken
+  // by a test running next to this one.
+  auto address = "127.0.0.1:" + std::to_string(free_port());
+  int worker = start_mediasync({"worker", "--config", repo_file("configs/cluster-worker.ini"),
+                                "--join", address},
+                               t / "worker", t.path());
+  auto r = run_mediasync({"run", repo_file("configs/cluster-coordinator.ini"), "--listen",
+                          address, "--wait-timeout", "30s"},
+                         t.path());
+  ::kill(worker, SIGTERM);
+  CHECK(wait_pid(worker) == 0);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains("cluster: node worker1 joined"));
+  test_db db("sqlite", t, "mediasync.db");
+  CHECK(db.num("SELECT count(*) FROM sync_jobs WHERE status = 'completed'") == 1);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE node = 'worker1'") > 0);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE node IS NULL OR node NOT IN "
+               "('coordinator', 'worker1')") == 0);
+  CHECK(db.num("SELECT count(*) FROM file_results WHERE status = 'failed'") == 0);
 }
 
 TEST_CASE("run: named jobs only, the command line winning over the file", "[e2e][config]") {
