@@ -140,6 +140,16 @@ COMMENT ON TABLE job_stage_counters IS
   'per job and stage: the counts of its file_results rows by status, equal in every'
   ' committed state';
 )sql",
+    // version 3: clustered mode: the node whose worker produced each result row.
+    // A nullable column without default: no rewrite of the table, the rows
+    // written before stay NULL.
+    R"sql(
+ALTER TABLE file_results ADD COLUMN node text;
+
+COMMENT ON COLUMN file_results.node IS
+  'the cluster node whose worker produced the row; NULL for rows written before schema'
+  ' version 3';
+)sql",
 };
 static_assert(std::size(migrations) == postgres_schema_version,
               "postgres_schema_version must equal the number of migrations");
@@ -327,12 +337,13 @@ std::string commit_media_sql() {
 
 /// A redone batch, one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING
 /// the new rows, media_items and the counters from those only. $1 job, $2/$3
-/// source root, $4..$17 one array per column (see commit(); `touches` is the
-/// outcome's touches_media, any stage). No row comes back (nothing written) when
-/// the job does not exist; else one row: the number of new rows, and the
-/// positions (1-based, in the arrays, ascending) of all new rows (NULL when there
-/// are none): commit() counts them by stage and status, and picks the processing
-/// / watermark rows with touches_media among them for ms_commit_images.
+/// source root, $4..$18 one array per column (see commit(); `touches` is the
+/// outcome's touches_media, any stage; `node` is NULL for an empty node). No row
+/// comes back (nothing written) when the job does not exist; else one row: the
+/// number of new rows, and the positions (1-based, in the arrays, ascending) of
+/// all new rows (NULL when there are none): commit() counts them by stage and
+/// status, and picks the processing / watermark rows with touches_media among
+/// them for ms_commit_images.
 std::string commit_redo_sql() {
   const std::string src =
       "b JOIN ins ON ins.path = b.path AND ins.stage = b.stage"
@@ -341,16 +352,16 @@ std::string commit_redo_sql() {
          "  SELECT * FROM unnest($4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[],"
          "                       $9::text[], $10::text[], $11::bytea[], $12::bigint[],"
          "                       $13::boolean[], $14::bigint[], $15::text[], $16::text[],"
-         "                       $17::bytea[]) WITH ORDINALITY"
+         "                       $17::bytea[], $18::text[]) WITH ORDINALITY"
          "    AS b(path, path_raw, stage, status, size, sha256, error, error_raw,"
          "                         duration_us, touches, mtime_ns, mime, library_path,"
-         "         library_path_raw, n)"
+         "         library_path_raw, node, n)"
          "  WHERE EXISTS (SELECT 1 FROM sync_jobs WHERE id = $1)"
          "), ins AS ("
          "  INSERT INTO file_results AS f (job_id, path, path_raw, stage, status, size, sha256,"
-         "                                 error, error_raw, duration_us, recorded_at)"
+         "                                 error, error_raw, duration_us, recorded_at, node)"
          "  SELECT $1, path, path_raw, stage, status, size, sha256, error, error_raw, duration_us,"
-         "         now() FROM b"
+         "         now(), node FROM b"
          "  ON CONFLICT ON CONSTRAINT file_results_key DO NOTHING"
          "  RETURNING f.path, f.path_raw, f.stage"
          "), med AS (" +
@@ -652,7 +663,8 @@ void add_name(array_literal& text, array_literal& raw, std::string_view v, bool 
   }
 }
 
-/// Plain text for a text column (sha256, mime): the display form if needed.
+/// Plain text for a text column (sha256, mime, node): the display form if needed, NULL
+/// when empty.
 void add_plain(array_literal& a, std::string_view v, std::string& scratch) {
   if (v.empty()) {
     a.null();
@@ -700,7 +712,7 @@ void copy_name(std::string& out, std::string_view v, bool optional, std::string&
   }
 }
 
-/// Appends plain text (sha256, mime) as a COPY field: display form, \N when empty.
+/// Appends plain text (sha256, mime, node) as a COPY field: display form, \N when empty.
 void copy_plain(std::string& out, std::string_view v, std::string& scratch) {
   if (v.empty()) {
     out += "\\N";
@@ -966,7 +978,7 @@ struct postgres_store::impl {
 
   // Reused buffers of commit() and lookup().
   array_literal a_path, a_path_raw, a_stage, a_status, a_size, a_sha, a_error, a_error_raw,
-      a_duration, a_touches, a_mtime, a_mime, a_lib, a_lib_raw;
+      a_duration, a_touches, a_mtime, a_mime, a_lib, a_lib_raw, a_node;
   // ms_commit_images
   array_literal i_path, i_path_raw, i_img, i_width, i_height, i_orientation, i_taken, i_thumbs,
       i_prev, i_preview, i_preview_raw;
@@ -1542,6 +1554,8 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     copy_name(copy, o->error, true, d.scratch);
     copy += '\t';
     copy_number(copy, o->duration_us);
+    copy += '\t';
+    copy_plain(copy, o->node, d.scratch); // \N when empty
     if (static_cast<std::size_t>(o->stg) < stage_count &&
         static_cast<std::size_t>(o->status) < 3)
       ++per_stage[static_cast<std::size_t>(o->stg)][static_cast<std::size_t>(o->status)];
@@ -1567,7 +1581,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
   }
   static const std::vector<std::string> copy_columns = {
       "job_id", "path", "path_raw", "stage", "status", "size", "sha256", "error", "error_raw",
-      "duration_us"};
+      "duration_us", "node"};
   auto stage_count_of = [&](stage sg, file_status st) {
     return per_stage[static_cast<std::size_t>(sg)][static_cast<std::size_t>(st)];
   };
@@ -1646,7 +1660,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     // (then the image columns of the new image rows it reports).
     for (array_literal* a : {&d.a_path, &d.a_path_raw, &d.a_stage, &d.a_status, &d.a_size,
                              &d.a_sha, &d.a_error, &d.a_error_raw, &d.a_duration, &d.a_touches,
-                             &d.a_mtime, &d.a_mime, &d.a_lib, &d.a_lib_raw})
+                             &d.a_mtime, &d.a_mime, &d.a_lib, &d.a_lib_raw, &d.a_node})
       a->clear();
     for (const file_outcome* o : rows) {
       add_name(d.a_path, d.a_path_raw, o->path, false, d.scratch);
@@ -1657,6 +1671,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
       add_name(d.a_error, d.a_error_raw, o->error, true, d.scratch);
       d.a_duration.number(o->duration_us);
       d.a_touches.boolean(o->touches_media);
+      add_plain(d.a_node, o->node, d.scratch); // NULL when empty
       if (touches_media_row(*o)) {
         d.a_mtime.number(o->mtime_ns);
         add_plain(d.a_mime, o->mime, d.scratch);
@@ -1673,7 +1688,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
         &d.a_status.finish(),   &d.a_size.finish(),     &d.a_sha.finish(),
         &d.a_error.finish(),    &d.a_error_raw.finish(), &d.a_duration.finish(),
         &d.a_touches.finish(),  &d.a_mtime.finish(),    &d.a_mime.finish(),
-        &d.a_lib.finish(),      &d.a_lib_raw.finish()};
+        &d.a_lib.finish(),      &d.a_lib_raw.finish(),  &d.a_node.finish()};
     d.run(what(), [&](pqxx::connection& c) -> std::uint64_t {
       return retrying([&]() -> std::uint64_t {
         pqxx::work w(c);
@@ -1682,7 +1697,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
         auto r = w.exec_prepared("ms_commit_redo", to_i64(job_id), root.text, root.raw, *args[0],
                                  *args[1], *args[2], *args[3], *args[4], *args[5], *args[6],
                                  *args[7], *args[8], *args[9], *args[10], *args[11], *args[12],
-                                 *args[13]);
+                                 *args[13], *args[14]);
         if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // nothing written
         const std::uint64_t n = to_u64(field_i64(r[0][0]));
         // The new rows: positions in `rows` as "{3,17,...}", NULL when none.

@@ -17,8 +17,11 @@
 //             processed_bytes bigint, created_at timestamptz, updated_at timestamptz,
 //             finished_at timestamptz, settings jsonb)
 //   file_results(job_id bigint, path, path_raw, stage text, status text, size bigint,
-//             sha256 text, error, error_raw, duration_us bigint, recorded_at timestamptz)
+//             sha256 text, error, error_raw, duration_us bigint, recorded_at timestamptz,
+//             node text [v3])
 //             UNIQUE NULLS NOT DISTINCT (job_id, path, stage, path_raw)  [file_results_key]
+//             node: the cluster node whose worker produced the row (the outcome's
+//             node as given; NULL when empty, and for rows written before version 3)
 //   media_items(id bigint identity PRIMARY KEY, source_root, source_root_raw, path,
 //             path_raw, library_path, library_path_raw, size bigint, mtime_ns bigint,
 //             sha256 text, mime text, first_job_id bigint, last_job_id bigint,
@@ -54,6 +57,9 @@
 // Migration 2 backfills job_stage_counters from the file_results rows already
 // there; stop writers of an older mediasync before migrating (a version 1
 // writer still connected afterwards would add rows without counting them).
+// Migration 3 adds the nullable file_results.node (no rewrite of the table, no
+// backfill: older rows keep NULL); a version 2 writer still connected afterwards
+// writes rows without a node.
 //
 // File-system names (not valid UTF-8 in general) -- the columns source_root,
 // dest_root, path, library_path, preview_path and error, each `X text COLLATE "C"` with a
@@ -67,10 +73,10 @@
 //   plain SQL on X reads well. A display form can equal some other, valid name
 //   (a file really named "a\xff"): the keys include X_raw, compared with NULLS
 //   NOT DISTINCT, so both are distinct rows, and every lookup matches X and X_raw.
-//   sha256 and mime (ASCII written by mediasync) use the display form only.
+//   sha256, mime and node (plain text written by mediasync) use the display form only.
 // Other conventions:
-//   - optional text (sha256, mime, library_path, error, finished_at) is NULL when
-//     empty; it reads back as an empty string;
+//   - optional text (sha256, mime, library_path, error, finished_at, node) is NULL
+//     when empty; it reads back as an empty string;
 //   - timestamps are timestamptz set by the server (now(): the transaction start);
 //     job_row's fields read them as ISO-8601 UTC with milliseconds
 //     (2026-11-28T12:00:00.123Z);
@@ -146,7 +152,7 @@
 namespace ms::storage {
 
 /// The PostgreSQL schema version this binary creates and understands.
-inline constexpr int postgres_schema_version = 2;
+inline constexpr int postgres_schema_version = 3;
 
 /// The SQL of migration `version` (1 .. postgres_schema_version; it brings the
 /// schema from version - 1 to version, without the schema_version row), or ""

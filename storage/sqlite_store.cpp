@@ -93,6 +93,11 @@ INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_f
   SELECT job_id, stage, SUM(status = 'ok'), SUM(status = 'failed'), SUM(status = 'skipped')
   FROM file_results GROUP BY job_id, stage;
 )sql",
+    // version 3: clustered mode: the node whose worker produced each result row
+    // (NULL for the rows written before).
+    R"sql(
+ALTER TABLE file_results ADD COLUMN node TEXT;
+)sql",
 };
 static_assert(std::size(migrations) == sqlite_schema_version,
               "sqlite_schema_version must equal the number of migrations");
@@ -325,6 +330,11 @@ private:
 } // namespace
 
 std::string_view sqlite_write_pragmas() { return write_pragmas; }
+
+std::string_view sqlite_migration_sql(int version) {
+  if (version < 1 || version > sqlite_schema_version) return {};
+  return migrations[version - 1];
+}
 
 // ---------------------------------------------------------------------------
 
@@ -624,8 +634,8 @@ struct sqlite_store::impl {
     prep(rollback_tx, "ROLLBACK");
     prep(insert_result,
          "INSERT INTO file_results"
-         " (job_id, path, stage, status, size, sha256, error, duration_us, recorded_at)"
-         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+         " (job_id, path, stage, status, size, sha256, error, duration_us, recorded_at, node)"
+         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
          " ON CONFLICT (job_id, path, stage) DO NOTHING");
     // Content-derived fields (sha256, mime, library_path) are replaced together
     // when the outcome carries a hash, and kept when it does not (a skip that
@@ -904,6 +914,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
     ins.bind_opt_text(6, o.sha256);
     ins.bind_opt_text(7, o.error);
     ins.bind(8, o.duration_us);
+    ins.bind_opt_text(10, o.node);
     int rc = ins.step();
     if (rc != SQLITE_DONE) d_->fail(what(), rc);
     ins.reset();

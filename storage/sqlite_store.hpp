@@ -5,8 +5,10 @@
 //   sync_jobs(id, source_root, dest_root, status, total_files, processed_files,
 //             failed_files, skipped_files, processed_bytes, created_at, updated_at,
 //             finished_at, settings)
-//   file_results(job_id, path, stage, status, size, sha256, error, duration_us, recorded_at)
-//             PRIMARY KEY (job_id, path, stage), WITHOUT ROWID
+//   file_results(job_id, path, stage, status, size, sha256, error, duration_us, recorded_at,
+//             node [v3])
+//             PRIMARY KEY (job_id, path, stage), WITHOUT ROWID; node is the cluster node
+//             whose worker produced the row, NULL for rows written before version 3
 //   media_items(id, source_root, path, library_path, size, mtime_ns, sha256, mime,
 //             first_job_id, last_job_id, missing,
 //             width, height, taken_at, orientation, thumbnail_paths, preview_path)  [v2]
@@ -17,8 +19,8 @@
 // Text conventions:
 //   - paths are TEXT holding the exact bytes given (possibly invalid UTF-8, may
 //     contain newlines or quotes); they round-trip byte-exact;
-//   - optional text (sha256, mime, library_path, error, finished_at) is NULL when
-//     empty; it reads back as an empty string;
+//   - optional text (sha256, mime, library_path, error, finished_at, node) is NULL
+//     when empty; it reads back as an empty string;
 //   - timestamps are ISO-8601 UTC with milliseconds: 2026-11-28T12:00:00.123Z.
 //
 // Concurrency: the database is in WAL mode with exactly one writer (one
@@ -47,7 +49,12 @@
 namespace ms::storage {
 
 /// The schema version this binary creates and understands.
-inline constexpr int sqlite_schema_version = 2;
+inline constexpr int sqlite_schema_version = 3;
+
+/// The SQL of migration `version` (1 .. sqlite_schema_version; it brings the
+/// schema from version - 1 to version, without the schema_version row), or ""
+/// for any other number. For tests and tools that build an older schema.
+std::string_view sqlite_migration_sql(int version);
 
 /// The PRAGMAs every read_write connection runs at open (one SQL string,
 /// several statements). Exposed so benchmarks can configure a raw connection

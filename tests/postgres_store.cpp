@@ -74,6 +74,11 @@ probe pg_probe(const pg_database& db) {
     if (r.empty()) return std::nullopt;
     return image_columns_of(r[0], "t");
   };
+  pr.nodes = [&db](std::uint64_t job) {
+    return db.rows("SELECT path, stage, node FROM file_results WHERE job_id = $1"
+                   " ORDER BY path, stage",
+                   {std::to_string(job)});
+  };
   return pr;
 }
 
@@ -228,6 +233,17 @@ TEST_CASE("postgres_store: commit stats count exactly the new rows by stage and 
   pg_database db;
   // The first commit takes the COPY path, the redone ones ms_commit_redo.
   commit_stats_count_exactly_the_new_rows(opener(db.url()), pg_probe(db));
+}
+
+TEST_CASE("postgres_store: result rows record the node, on the first try and on the redo",
+          "[postgres]") {
+  pg_database db;
+  // The first commit takes the COPY path, the re-commit with new rows ms_commit_redo.
+  results_record_the_node(opener(db.url()), pg_probe(db));
+  CHECK(db.integer("SELECT count(*) FROM file_results WHERE node IS NULL") == 3);
+  CHECK(db.integer("SELECT count(*) FROM file_results WHERE node = ''") == 0);
+  CHECK(db.text("SELECT string_agg(DISTINCT node, ',' ORDER BY node) FROM file_results"
+                " WHERE node LIKE 'worker-%'") == "worker-1,worker-2,worker-3");
 }
 
 TEST_CASE("postgres_store: processing and watermark outcomes write the image columns",
@@ -394,7 +410,9 @@ TEST_CASE("postgres_store: opening migrates once and records schema_version", "[
       "media_items.thumbnail_paths:jsonb", "media_items.preview_path:text",
       "media_items.preview_path_raw:bytea", "job_stage_counters.job_id:bigint",
       "job_stage_counters.stage:text", "job_stage_counters.ok_files:bigint",
-      "job_stage_counters.failed_files:bigint", "job_stage_counters.skipped_files:bigint"};
+      "job_stage_counters.failed_files:bigint", "job_stage_counters.skipped_files:bigint",
+      // version 3
+      "file_results.node:text"};
   CHECK(found == expected);
   CHECK(db.integer("SELECT count(*) FROM information_schema.table_constraints"
                    " WHERE table_name = 'job_stage_counters' AND constraint_type = 'PRIMARY KEY'") ==
@@ -403,7 +421,7 @@ TEST_CASE("postgres_store: opening migrates once and records schema_version", "[
                    " AND indexname IN ('file_results_key', 'media_items_key')") == 2);
 }
 
-TEST_CASE("postgres_store: a version 1 database migrates to version 2 keeping its data",
+TEST_CASE("postgres_store: a version 1 database migrates to the current schema keeping its data",
           "[postgres]") {
   pg_database db;
   // Version 1 exactly as shipped (migration 1 only), with rows as a version 1
@@ -445,9 +463,9 @@ VALUES ('/src', 'a.jpg', NULL, '2026/a.jpg', NULL, 10, 1000, repeat('a', 64), 'i
                              std::to_string(storage::postgres_schema_version)));
   CHECK(db.integer("SELECT max(version) FROM schema_version") == 1);
 
-  auto st = open_store(db.url()); // read_write: migrates
+  auto st = open_store(db.url()); // read_write: migrates (to version 2, then on)
   CHECK(db.text("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") ==
-        "1,2");
+        "1,2,3");
   // The data is kept ...
   auto j = st->job(1);
   REQUIRE(j);
@@ -497,9 +515,114 @@ VALUES ('/src', 'a.jpg', NULL, '2026/a.jpg', NULL, 10, 1000, repeat('a', 64), 'i
   st.reset();
   // Opening again migrates nothing; read_only now works.
   open_store(db.url()).reset();
-  CHECK(db.integer("SELECT count(*) FROM schema_version") == 2);
+  CHECK(db.integer("SELECT count(*) FROM schema_version") == storage::postgres_schema_version);
   auto ro = open_store(db.url(), open_mode::read_only);
   CHECK(ro->job(2)->skipped_files == 1);
+}
+
+TEST_CASE("postgres_store: a version 2 database migrates to version 3 keeping its rows",
+          "[postgres]") {
+  pg_database db;
+  // Version 2 exactly as shipped (migrations 1 and 2), with rows as a version 2
+  // store wrote them (no node).
+  db.exec("CREATE TABLE schema_version (version integer PRIMARY KEY,"
+          " applied_at timestamptz NOT NULL DEFAULT now());" +
+          std::string(storage::postgres_migration_sql(1)) +
+          "INSERT INTO schema_version (version) VALUES (1);" +
+          std::string(storage::postgres_migration_sql(2)) +
+          "INSERT INTO schema_version (version) VALUES (2);");
+  CHECK(storage::postgres_migration_sql(storage::postgres_schema_version + 1).empty());
+  db.exec(R"sql(
+INSERT INTO sync_jobs (source_root, dest_root, status, total_files, processed_files,
+                       failed_files, skipped_files, processed_bytes, settings)
+VALUES ('/src', '/lib', 'interrupted', 3, 2, 1, 0, 30, '{"workers": 2}');
+INSERT INTO file_results (job_id, path, path_raw, stage, status, size, sha256, error)
+VALUES (1, 'a.jpg', NULL, 'sync', 'ok', 10, repeat('a', 64), NULL),
+       (1, 'bad\xff.jpg', '\x626164ff2e6a7067'::bytea, 'sync', 'ok', 20, repeat('b', 64), NULL),
+       (1, 'c.jpg', NULL, 'sync', 'failed', 0, NULL, 'open: Permission denied'),
+       (1, 'a.jpg', NULL, 'processing', 'ok', 0, NULL, NULL);
+INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_files)
+VALUES (1, 'sync', 2, 1, 0), (1, 'processing', 1, 0, 0);
+INSERT INTO media_items (source_root, path, path_raw, library_path, library_path_raw, size,
+                         mtime_ns, sha256, mime, first_job_id, last_job_id, width, height,
+                         orientation, thumbnail_paths)
+VALUES ('/src', 'a.jpg', NULL, '2026/a.jpg', NULL, 10, 1000, repeat('a', 64), 'image/jpeg',
+        1, 1, 640, 480, 1, '["t/a.jpg"]'),
+       ('/src', 'bad\xff.jpg', '\x626164ff2e6a7067'::bytea, '2026/bad\xff.jpg',
+        '\x323032362f626164ff2e6a7067'::bytea, 20, 2000, repeat('b', 64), 'image/jpeg', 1, 1,
+        NULL, NULL, NULL, NULL);
+)sql");
+  const std::string bad_name = "bad\xff.jpg";
+
+  // read_only does not migrate.
+  auto e = expect_error([&] { open_store(db.url(), open_mode::read_only); });
+  CHECK(e.code == errc::cannot_open);
+  CHECK(contains(e.what, "has schema version 2, this mediasync needs version " +
+                             std::to_string(storage::postgres_schema_version)));
+  CHECK(db.integer("SELECT max(version) FROM schema_version") == 2);
+
+  auto st = open_store(db.url()); // read_write: migrates
+  CHECK(db.text("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") ==
+        "1,2,3");
+  CHECK(db.text("SELECT data_type || ',' || is_nullable FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'file_results'"
+                " AND column_name = 'node'") == "text,YES");
+  CHECK(db.text("SELECT col_description('file_results'::regclass, attnum) IS NOT NULL"
+                " FROM pg_attribute"
+                " WHERE attrelid = 'file_results'::regclass AND attname = 'node'") == "t");
+  // The rows are kept, without a node.
+  CHECK(db.integer("SELECT count(*) FROM file_results") == 4);
+  CHECK(db.integer("SELECT count(*) FROM file_results WHERE node IS NULL") == 4);
+  auto j = st->job(1);
+  REQUIRE(j);
+  CHECK(j->status == job_status::interrupted);
+  CHECK(j->processed_bytes == 30);
+  require_counters_match_rows(*st, 1);
+  auto pr = pg_probe(db);
+  require_stage_counters_match_rows(pr, 1);
+  std::vector<known_file> k;
+  st->lookup(1, "/src", {"a.jpg", bad_name, "c.jpg"}, k);
+  CHECK(k[0].has_media);
+  CHECK(k[0].stages_done == 3u);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/a.jpg"});
+  CHECK(k[1].library_path == "2026/" + bad_name);
+  CHECK(k[1].stages_done == 1u);
+  CHECK_FALSE(k[2].has_media);
+
+  // The migrated database takes new rows with their node, on the first try (COPY)
+  // and on the redo (a row already there, re-sent by a node, keeps its NULL).
+  auto with_node = [](file_outcome o, std::string node) {
+    o.node = std::move(node);
+    return o;
+  };
+  auto stats = st->commit(
+      1, "/src",
+      {with_node(stage_outcome(1, "d.jpg", stage::sync, file_status::ok, true), "worker-1"),
+       with_node(stage_outcome(1, "d.jpg", stage::processing, file_status::skipped), "")});
+  CHECK(stats.inserted == 2);
+  stats = st->commit(
+      1, "/src",
+      {with_node(stage_outcome(1, "a.jpg", stage::sync, file_status::ok, true), "worker-9"),
+       with_node(stage_outcome(1, bad_name, stage::processing, file_status::skipped),
+                 "worker-2")});
+  CHECK(stats.inserted == 1);
+  CHECK(stats.duplicates == 1);
+  CHECK(db.rows("SELECT path, stage, node FROM file_results ORDER BY path, stage") ==
+        std::vector<std::vector<std::string>>{{"a.jpg", "processing", "<NULL>"},
+                                              {"a.jpg", "sync", "<NULL>"},
+                                              {"bad\\xff.jpg", "processing", "worker-2"},
+                                              {"bad\\xff.jpg", "sync", "<NULL>"},
+                                              {"c.jpg", "sync", "<NULL>"},
+                                              {"d.jpg", "processing", "<NULL>"},
+                                              {"d.jpg", "sync", "worker-1"}});
+  require_counters_match_rows(*st, 1);
+  require_stage_counters_match_rows(pr, 1);
+  st.reset();
+  // Opening again migrates nothing; read_only now works.
+  open_store(db.url()).reset();
+  CHECK(db.integer("SELECT count(*) FROM schema_version") == 3);
+  auto ro = open_store(db.url(), open_mode::read_only);
+  CHECK(ro->job(1)->processed_files == 3);
 }
 
 TEST_CASE("postgres_store: open_store accepts postgres URLs and key=value strings",

@@ -194,7 +194,7 @@ TEST_CASE("sqlite_store: opening twice migrates once and records schema_version"
         "finished_at", "settings"}},
       {"file_results",
        {"job_id", "path", "stage", "status", "size", "sha256", "error", "duration_us",
-        "recorded_at"}},
+        "recorded_at", "node"}},
       {"media_items",
        {"id", "source_root", "path", "library_path", "size", "mtime_ns", "sha256", "mime",
         "first_job_id", "last_job_id", "missing", "width", "height", "taken_at", "orientation",
@@ -212,6 +212,126 @@ TEST_CASE("sqlite_store: opening twice migrates once and records schema_version"
   CHECK(raw.integer("SELECT COUNT(*) FROM pragma_index_list('file_results') WHERE origin = 'pk'") ==
         1);
   CHECK_THROWS(raw.rows("SELECT rowid FROM file_results"));
+}
+
+TEST_CASE("sqlite_store: a version 2 database migrates to version 3 keeping its rows",
+          "[sqlite_store]") {
+  temp_dir t;
+  const std::string path = t / "ms.db";
+  CHECK(storage::sqlite_migration_sql(0).empty());
+  CHECK(storage::sqlite_migration_sql(storage::sqlite_schema_version + 1).empty());
+  const std::string sha_a(64, 'a');
+  const std::string ts = "2026-11-28T12:00:00.000Z";
+  {
+    // Version 2 exactly as shipped (migrations 1 and 2, as the store applies them),
+    // with rows as a version 2 store wrote them.
+    raw_db raw(path, true);
+    raw.exec("PRAGMA journal_mode = WAL");
+    raw.exec("CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+             " applied_at TEXT NOT NULL)");
+    for (int v = 1; v <= 2; ++v) {
+      raw.exec("BEGIN;" + std::string(storage::sqlite_migration_sql(v)) +
+               "INSERT INTO schema_version (version, applied_at) VALUES (" + std::to_string(v) +
+               ", '" + ts + "'); COMMIT;");
+    }
+    raw.exec("INSERT INTO sync_jobs (source_root, dest_root, status, total_files,"
+             " processed_files, failed_files, skipped_files, processed_bytes, created_at,"
+             " updated_at, settings)"
+             " VALUES ('/src', '/lib', 'interrupted', 3, 1, 1, 0, 10, '" + ts + "', '" + ts +
+             "', '{\"workers\":2}');"
+             "INSERT INTO file_results (job_id, path, stage, status, size, sha256, error,"
+             " duration_us, recorded_at)"
+             " VALUES (1, 'a.jpg', 'sync', 'ok', 10, '" + sha_a + "', NULL, 5, '" + ts + "'),"
+             "        (1, 'b.jpg', 'sync', 'failed', 0, NULL, 'open: Permission denied', 5, '" +
+             ts + "'),"
+             "        (1, 'a.jpg', 'processing', 'ok', 0, NULL, NULL, 5, '" + ts + "');"
+             "INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files,"
+             " skipped_files) VALUES (1, 'sync', 1, 1, 0), (1, 'processing', 1, 0, 0);"
+             "INSERT INTO media_items (source_root, path, library_path, size, mtime_ns, sha256,"
+             " mime, first_job_id, last_job_id, width, height, orientation, thumbnail_paths)"
+             " VALUES ('/src', 'a.jpg', '2026/a.jpg', 10, 1000, '" + sha_a + "', 'image/jpeg',"
+             " 1, 1, 640, 480, 1, '[\"t/a.jpg\"]');");
+  }
+  auto stage_counters_equal_rows = [&](raw_db& raw) {
+    return raw.integer("SELECT COUNT(*) FROM ("
+                       "  SELECT job_id, stage, ok_files, failed_files, skipped_files"
+                       "  FROM job_stage_counters"
+                       "  EXCEPT"
+                       "  SELECT job_id, stage, SUM(status = 'ok'), SUM(status = 'failed'),"
+                       "         SUM(status = 'skipped')"
+                       "  FROM file_results GROUP BY job_id, stage)") == 0;
+  };
+
+  // read_only does not migrate.
+  auto e = expect_error([&] { open_store(path, open_mode::read_only); });
+  CHECK(e.code == errc::cannot_open);
+  CHECK(contains(e.what, "has schema version 2, this mediasync needs version " +
+                             std::to_string(storage::sqlite_schema_version)));
+  CHECK(raw_db(path).integer("SELECT MAX(version) FROM schema_version") == 2);
+
+  auto st = open_store(path); // read_write: migrates
+  {
+    raw_db raw(path);
+    CHECK(raw.rows("SELECT version FROM schema_version ORDER BY version") ==
+          std::vector<std::vector<std::string>>{{"1"}, {"2"}, {"3"}});
+    CHECK(raw.integer("SELECT COUNT(*) FROM pragma_table_info('file_results')"
+                      " WHERE name = 'node' AND type = 'TEXT' AND \"notnull\" = 0") == 1);
+    // The rows are kept, without a node.
+    CHECK(raw.integer("SELECT COUNT(*) FROM file_results") == 3);
+    CHECK(raw.integer("SELECT COUNT(*) FROM file_results WHERE node IS NULL") == 3);
+    CHECK(raw.text("SELECT error FROM file_results WHERE path = 'b.jpg'") ==
+          "open: Permission denied");
+  }
+  auto j = st->job(1);
+  REQUIRE(j);
+  CHECK(j->status == job_status::interrupted);
+  CHECK(j->processed_bytes == 10);
+  CHECK(j->settings == R"({"workers":2})");
+  require_counters_match_rows(*st, 1);
+  std::vector<known_file> k;
+  st->lookup(1, "/src", {"a.jpg", "b.jpg"}, k);
+  CHECK(k[0].has_media);
+  CHECK(k[0].sha256 == sha_a);
+  CHECK(k[0].stages_done == 3u);
+  CHECK(k[0].thumbnail_paths == std::vector<std::string>{"t/a.jpg"});
+  CHECK_FALSE(k[1].has_media);
+  CHECK(k[1].stages_done == 1u);
+
+  // The migrated database takes new rows with their node; a row already there
+  // (re-sent by a node) keeps its NULL.
+  auto with_node = [](file_outcome o, std::string node) {
+    o.node = std::move(node);
+    return o;
+  };
+  auto stats = st->commit(
+      1, "/src",
+      {with_node(stage_outcome(1, "c.jpg", stage::sync, file_status::ok, true), "worker-1"),
+       with_node(stage_outcome(1, "c.jpg", stage::processing, file_status::skipped), "")});
+  CHECK(stats.inserted == 2);
+  stats = st->commit(
+      1, "/src",
+      {with_node(stage_outcome(1, "a.jpg", stage::sync, file_status::ok, true), "worker-9"),
+       with_node(stage_outcome(1, "a.jpg", stage::watermark, file_status::skipped), "worker-2")});
+  CHECK(stats.inserted == 1);
+  CHECK(stats.duplicates == 1);
+  require_counters_match_rows(*st, 1);
+  st.reset();
+  {
+    raw_db raw(path);
+    CHECK(raw.rows("SELECT path, stage, node FROM file_results ORDER BY path, stage") ==
+          std::vector<std::vector<std::string>>{{"a.jpg", "processing", "<NULL>"},
+                                                {"a.jpg", "sync", "<NULL>"},
+                                                {"a.jpg", "watermark", "worker-2"},
+                                                {"b.jpg", "sync", "<NULL>"},
+                                                {"c.jpg", "processing", "<NULL>"},
+                                                {"c.jpg", "sync", "worker-1"}});
+    CHECK(stage_counters_equal_rows(raw));
+  }
+  // Opening again migrates nothing; read_only now works.
+  open_store(path).reset();
+  CHECK(raw_db(path).integer("SELECT COUNT(*) FROM schema_version") == 3);
+  auto ro = open_store(path, open_mode::read_only);
+  CHECK(ro->job(1)->processed_files == 2);
 }
 
 TEST_CASE("sqlite_store: read_only open of a missing file fails naming the path",

@@ -1,5 +1,6 @@
 #include "store_contract.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <string_view>
 
@@ -1135,6 +1136,93 @@ void commit_stats_count_exactly_the_new_rows(const open_fn& open, const probe& p
   CHECK(sum == pr.stage_counters(job));
 }
 
+// ---------------------------------------------------------------------------
+// Schema version 3: file_results.node.
+
+void results_record_the_node(const open_fn& open, const probe& pr) {
+  auto st = open(open_mode::read_write);
+  auto job = st->create_job("/src", "/lib", "{}");
+  auto on = [](file_outcome o, std::string node) {
+    o.node = std::move(node);
+    return o;
+  };
+  auto sync_row = [&](const std::string& path, file_status s, const std::string& node) {
+    return on(stage_outcome(job, "node/" + path, stage::sync, s, s == file_status::ok), node);
+  };
+  auto stage_row = [&](const std::string& path, stage sg, const std::string& node) {
+    return on(stage_outcome(job, "node/" + path, sg, file_status::skipped), node);
+  };
+  // Node names are plain text, but the stores must still escape them: these hold
+  // what COPY text format (tab, backslash, "\N") and array literals (quotes,
+  // braces, NULL) treat specially.
+  const std::string odd = "tab\there \\N 'q' \"dq\" {a,b}";
+  const std::string copy_null = "\\N";
+  auto sorted = [](text_rows r) {
+    std::sort(r.begin(), r.end());
+    return r;
+  };
+
+  // Outcomes from two nodes (PostgreSQL: the first try, COPY).
+  const std::vector<file_outcome> first = {
+      sync_row("a.jpg", file_status::ok, "worker-1"),
+      stage_row("a.jpg", stage::processing, "worker-2"),
+      sync_row("b.jpg", file_status::failed, "worker-2"),
+      sync_row("odd.jpg", file_status::skipped, odd),
+      sync_row("null.jpg", file_status::skipped, copy_null),
+  };
+  auto stats = st->commit(job, "/src", first);
+  CHECK(stats.inserted == first.size());
+  CHECK(sorted(pr.nodes(job)) == text_rows{{"node/a.jpg", "processing", "worker-2"},
+                                           {"node/a.jpg", "sync", "worker-1"},
+                                           {"node/b.jpg", "sync", "worker-2"},
+                                           {"node/null.jpg", "sync", copy_null},
+                                           {"node/odd.jpg", "sync", odd}});
+
+  // Outcomes without a node: NULL.
+  const std::vector<file_outcome> unnamed = {sync_row("c.jpg", file_status::ok, ""),
+                                             stage_row("c.jpg", stage::processing, "")};
+  stats = st->commit(job, "/src", unnamed);
+  CHECK(stats.inserted == unnamed.size());
+
+  // The first batch again (one row re-sent by another node) plus new rows, with
+  // and without a node (PostgreSQL: the redo path, ms_commit_redo): the new rows
+  // get theirs, the rows already there keep theirs.
+  auto again = first;
+  again[2].node = "worker-9";
+  const std::vector<file_outcome> fresh = {
+      sync_row("d.jpg", file_status::ok, "worker-3"),
+      sync_row("e.jpg", file_status::skipped, ""),
+      stage_row("a.jpg", stage::watermark, "worker-1"),
+      sync_row("odd2.jpg", file_status::skipped, "NULL"),
+      sync_row("odd3.jpg", file_status::skipped, odd),
+      sync_row("null2.jpg", file_status::skipped, copy_null),
+  };
+  again.insert(again.end(), fresh.begin(), fresh.end());
+  stats = st->commit(job, "/src", again);
+  CHECK(stats.inserted == fresh.size());
+  CHECK(stats.duplicates == first.size());
+  // Entirely old, without a node: nothing changes.
+  stats = st->commit(job, "/src", unnamed);
+  CHECK(stats.inserted == 0);
+  CHECK(stats.duplicates == unnamed.size());
+
+  CHECK(sorted(pr.nodes(job)) == text_rows{{"node/a.jpg", "processing", "worker-2"},
+                                           {"node/a.jpg", "sync", "worker-1"},
+                                           {"node/a.jpg", "watermark", "worker-1"},
+                                           {"node/b.jpg", "sync", "worker-2"},
+                                           {"node/c.jpg", "processing", "<NULL>"},
+                                           {"node/c.jpg", "sync", "<NULL>"},
+                                           {"node/d.jpg", "sync", "worker-3"},
+                                           {"node/e.jpg", "sync", "<NULL>"},
+                                           {"node/null.jpg", "sync", copy_null},
+                                           {"node/null2.jpg", "sync", copy_null},
+                                           {"node/odd.jpg", "sync", odd},
+                                           {"node/odd2.jpg", "sync", "NULL"},
+                                           {"node/odd3.jpg", "sync", odd}});
+  require_counters_match_rows(*st, job);
+  require_stage_counters_match_rows(pr, job);
+}
+
 } // namespace ms::test::contract
 
 // The contract on SQLite (the PostgreSQL runs are in tests/postgres_store.cpp).
@@ -1224,6 +1312,12 @@ struct sqlite_db {
       if (r.empty()) return std::nullopt;
       return image_columns_of(r[0], "1");
     };
+    pr.nodes = [p](std::uint64_t job) {
+      return sqlite_rows(p,
+                         "SELECT path, stage, node FROM file_results WHERE job_id = ?1"
+                         " ORDER BY path, stage",
+                         {std::to_string(job)});
+    };
     return pr;
   }
 };
@@ -1249,4 +1343,5 @@ TEST_CASE("store contract on SQLite", "[store_contract][sqlite]") {
   SECTION("image columns") { image_stages_write_the_media_columns(db.opener(), db.prober()); }
   SECTION("new content") { new_content_clears_the_derived_files(db.opener(), db.prober()); }
   SECTION("commit stats") { commit_stats_count_exactly_the_new_rows(db.opener(), db.prober()); }
+  SECTION("node") { results_record_the_node(db.opener(), db.prober()); }
 }

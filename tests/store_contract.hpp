@@ -41,6 +41,9 @@ struct image_columns {
   bool has_thumbnails = false; ///< thumbnail_paths is not NULL
 };
 
+/// Rows as the probes read them: one string per column, NULL as "<NULL>".
+using text_rows = std::vector<std::vector<std::string>>;
+
 /// Reads of the database under test that the store interface does not offer,
 /// done with SQL on a connection of their own (each backend's test provides them).
 struct probe {
@@ -52,10 +55,11 @@ struct probe {
   /// no such row. ASCII names only.
   std::function<std::optional<image_columns>(const std::string& root, const std::string& path)>
       image;
+  /// file_results (path, stage, node) of `job`, ordered by path and stage; a NULL
+  /// node reads "<NULL>". ASCII paths only.
+  std::function<text_rows(std::uint64_t job)> nodes;
 };
 
-/// Rows as the probes read them: one string per column, NULL as "<NULL>".
-using text_rows = std::vector<std::vector<std::string>>;
 /// A matrix from job_stage_counters rows (stage, ok_files, failed_files, skipped_files).
 stage_matrix counters_matrix(const text_rows& rows);
 /// A matrix from file_results counts (stage, status, count).
@@ -124,5 +128,7 @@ void image_stages_write_the_media_columns(const open_fn& open, const probe& pr);
 void new_content_clears_the_derived_files(const open_fn& open, const probe& pr);
 // commit_stats: per_stage and ok_bytes count exactly the newly inserted rows.
 void commit_stats_count_exactly_the_new_rows(const open_fn& open, const probe& pr);
+// Schema version 3: file_results.node, the node whose worker produced the row.
+void results_record_the_node(const open_fn& open, const probe& pr);
 
 } // namespace ms::test::contract
