@@ -247,8 +247,22 @@ int cmd_status(const options& opt, const std::vector<std::string>& args) {
         }
         row = newest.front();
       }
+      auto nodes = db->node_counts(row->id);
+      auto rate = [](const node_rows& n) {
+        auto rows = n.rows[0] + n.rows[1] + n.rows[2];
+        return n.seconds > 0 ? static_cast<double>(rows) / n.seconds : 0.0;
+      };
       if (opt.json) {
-        std::cout << to_json(*row).dump() << std::endl;
+        auto j = to_json(*row);
+        j["nodes"] = nlohmann::json::array();
+        for (auto& n : nodes)
+          j["nodes"].push_back({{"node", n.node.empty() ? nlohmann::json() : nlohmann::json(n.node)},
+                                {"rows", {{"sync", n.rows[0]},
+                                          {"processing", n.rows[1]},
+                                          {"watermark", n.rows[2]}}},
+                                {"seconds", n.seconds},
+                                {"rows_per_second", rate(n)}});
+        std::cout << j.dump() << std::endl;
       } else {
         auto& j = *row;
         auto done = j.processed_files + j.failed_files + j.skipped_files;
@@ -260,7 +274,19 @@ int cmd_status(const options& opt, const std::vector<std::string>& args) {
                   << "  bytes:     " << j.processed_bytes << "\n"
                   << "  created:   " << j.created_at << "\n"
                   << "  updated:   " << j.updated_at << "\n"
-                  << "  finished:  " << iso_or_dash(j.finished_at) << std::endl;
+                  << "  finished:  " << iso_or_dash(j.finished_at) << "\n";
+        // Which node did how much (the rows it produced, per stage) and how fast.
+        for (std::size_t i = 0; i < nodes.size(); ++i) {
+          auto& n = nodes[i];
+          char line[256];
+          std::snprintf(line, sizeof line, "%-11s%s: %llu sync, %llu processing, %llu watermark rows, %.0f rows/s\n",
+                        i == 0 ? "  nodes:" : "", n.node.empty() ? "(unknown)" : n.node.c_str(),
+                        static_cast<unsigned long long>(n.rows[0]),
+                        static_cast<unsigned long long>(n.rows[1]),
+                        static_cast<unsigned long long>(n.rows[2]), rate(n));
+          std::cout << line;
+        }
+        std::cout << std::flush;
       }
       if (!opt.watch || row->status != job_status::running)
         return exit_code::ok;

@@ -312,18 +312,24 @@ engine::engine(const options& opt, std::shared_ptr<metrics> m) : impl_(std::make
                host, *bound, opt.tls_ca);
 }
 
+std::vector<cluster_node> engine::nodes() {
+  std::vector<cluster_node> out;
+  if (!impl_->registry)
+    return out;
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->sup, std::chrono::seconds(5), nodes_atom::value)
+    .receive([&](std::vector<cluster_node>& n) { out = std::move(n); }, [&](caf::error&) {});
+  return out;
+}
+
 void engine::wait_for_nodes(std::size_t n, std::chrono::milliseconds timeout) {
   if (n == 0 || !impl_->registry)
     return;
   spdlog::info("cluster: waiting for {} worker node(s) to join (at most {} s)", n,
                timeout.count() / 1000);
   auto end = std::chrono::steady_clock::now() + timeout;
-  caf::scoped_actor self{*impl_->sys};
   for (;;) {
-    std::size_t joined = 0;
-    self->request(impl_->sup, std::chrono::seconds(5), nodes_atom::value)
-      .receive([&](std::vector<cluster_node>& nodes) { joined = nodes.size(); },
-               [&](caf::error&) {});
+    auto joined = nodes().size();
     if (joined >= n)
       return;
     if (std::chrono::steady_clock::now() >= end) {

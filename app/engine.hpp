@@ -58,6 +58,9 @@ public:
   /// The database, as shown to users (path or URL without password).
   const std::string& db_name() const;
 
+  /// The worker nodes joined now (empty without [cluster] listen).
+  std::vector<cluster_node> nodes();
+
   /// With [cluster] listen: blocks until `n` worker nodes joined or `timeout` passed.
   void wait_for_nodes(std::size_t n, std::chrono::milliseconds timeout);
 

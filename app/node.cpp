@@ -399,6 +399,18 @@ private:
                           {"started_at", started_at_},
                           {"stopping", stopping_},
                           {"jobs", std::move(jobs)}};
+    if (global_.listen != "off") {
+      if (clock::now() - nodes_at_ > std::chrono::milliseconds(500)) {  // ask at most 2/s
+        nodes_at_ = clock::now();
+        nodes_ = nlohmann::json::array();
+        for (auto& n : engine_.nodes())
+          nodes_.push_back({{"name", n.name},
+                            {"workers", {{"sync", n.workers[0]},
+                                         {"processing", n.workers[1]},
+                                         {"watermark", n.workers[2]}}}});
+      }
+      doc["cluster"] = {{"listen", global_.listen}, {"nodes", nodes_}};
+    }
     std::lock_guard<std::mutex> g{status_mu_};
     status_json_ = doc.dump();
   }
@@ -416,6 +428,8 @@ private:
   std::string started_at_;
   mutable std::mutex status_mu_;
   std::string status_json_;
+  clock::time_point nodes_at_{};
+  nlohmann::json nodes_ = nlohmann::json::array();  ///< the cluster's nodes, as last asked
 };
 
 /// The HTTP endpoint: GET /metrics and GET /status on its own threads.

@@ -241,6 +241,11 @@ const prepared statements[] = {
     {"ms_count_rows",
      "SELECT status, count(*), COALESCE(sum(size), 0) FROM file_results"
      " WHERE job_id = $1 AND stage = 'sync' GROUP BY status"},
+    {"ms_node_counts",
+     "SELECT COALESCE(node, ''), count(*) FILTER (WHERE stage = 'sync'),"
+     " count(*) FILTER (WHERE stage = 'processing'), count(*) FILTER (WHERE stage = 'watermark'),"
+     " extract(epoch FROM max(recorded_at) - min(recorded_at))::float8"
+     " FROM file_results WHERE job_id = $1 GROUP BY 1 ORDER BY 1"},
 };
 
 // The batch commit. First try (commit()): one transaction with COPY of the
@@ -1792,6 +1797,24 @@ row_counts postgres_store::count_rows(std::uint64_t job_id) {
       } else if (status == "skipped") {
         out.skipped = cnt;
       }
+    }
+    return out;
+  });
+}
+
+std::vector<node_rows> postgres_store::node_counts(std::uint64_t job_id) {
+  const std::string what = "cannot count the rows per node of job " + std::to_string(job_id);
+  return d_->run(what, [&](pqxx::connection& c) {
+    pqxx::nontransaction n(c);
+    auto r = n.exec_prepared("ms_node_counts", to_i64(job_id));
+    std::vector<node_rows> out;
+    for (const auto& row : r) {
+      node_rows nr;
+      nr.node = row[0].c_str();
+      for (std::size_t i = 0; i < stage_count; ++i)
+        nr.rows[i] = to_u64(field_i64(row[static_cast<int>(i) + 1]));
+      nr.seconds = row[4].as<double>(0.0);
+      out.push_back(std::move(nr));
     }
     return out;
   });

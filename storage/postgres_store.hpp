@@ -220,6 +220,7 @@ public:
                       const std::vector<file_outcome>& outcomes) override;
   std::uint64_t mark_missing(std::uint64_t job_id, const std::string& source_root) override;
   row_counts count_rows(std::uint64_t job_id) override;
+  std::vector<node_rows> node_counts(std::uint64_t job_id) override;
 
 private:
   struct impl;

@@ -106,4 +106,11 @@ struct row_counts {
   std::uint64_t ok_bytes = 0;
 };
 
+/// A job's result rows made by one node (file_results.node), for `status`.
+struct node_rows {
+  std::string node;                      ///< "" for rows from before schema 3 (NULL)
+  std::uint64_t rows[stage_count] = {};  ///< per stage
+  double seconds = 0;                    ///< first to last of these rows' recorded_at
+};
+
 } // namespace ms

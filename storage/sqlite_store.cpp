@@ -350,7 +350,7 @@ struct sqlite_store::impl {
   statement set_image, set_preview;
   statement lookup_media, lookup_result;
   statement insert_job, update_status, raise_total, job_exists, select_job, select_jobs;
-  statement count_known, mark_missing, count_rows;
+  statement count_known, mark_missing, count_rows, node_counts;
 
   impl(std::string p, open_mode m) : path(std::move(p)), mode(m) {}
 
@@ -707,6 +707,11 @@ struct sqlite_store::impl {
     prep(count_rows,
          "SELECT status, COUNT(*), COALESCE(SUM(size), 0) FROM file_results"
          " WHERE job_id = ?1 AND stage = 'sync' GROUP BY status");
+    prep(node_counts,
+         "SELECT COALESCE(node, ''), SUM(stage = 'sync'), SUM(stage = 'processing'),"
+         " SUM(stage = 'watermark'),"
+         " (julianday(MAX(recorded_at)) - julianday(MIN(recorded_at))) * 86400.0"
+         " FROM file_results WHERE job_id = ?1 GROUP BY 1 ORDER BY 1");
   }
 
   // -- rows -----------------------------------------------------------------
@@ -1033,6 +1038,23 @@ row_counts sqlite_store::count_rows(std::uint64_t job_id) {
     }
   }
   return c;
+}
+
+std::vector<node_rows> sqlite_store::node_counts(std::uint64_t job_id) {
+  const std::string what = "cannot count the rows per node of job " + std::to_string(job_id);
+  std::vector<node_rows> out;
+  auto& s = d_->node_counts;
+  in_use u(s);
+  s.bind(1, job_id);
+  while (d_->next_row(s, what)) {
+    node_rows n;
+    s.col_text(0, n.node);
+    for (int i = 0; i < static_cast<int>(stage_count); ++i)
+      n.rows[i] = s.col_u64(i + 1);
+    n.seconds = sqlite3_column_double(s.get(), 4);
+    out.push_back(std::move(n));
+  }
+  return out;
 }
 
 } // namespace ms::storage

@@ -109,6 +109,9 @@ public:
 
   /// Recounts a job's rows from file_results (for checks and tests).
   virtual row_counts count_rows(std::uint64_t job_id) = 0;
+
+  /// A job's rows per node that produced them, by node name.
+  virtual std::vector<node_rows> node_counts(std::uint64_t job_id) = 0;
 };
 
 /// Opens (and, in read_write mode, creates and migrates) the database named by

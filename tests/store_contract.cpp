@@ -1,6 +1,7 @@
 #include "store_contract.hpp"
 
 #include <algorithm>
+#include <tuple>
 #include <cstdio>
 #include <string_view>
 
@@ -1221,6 +1222,21 @@ void results_record_the_node(const open_fn& open, const probe& pr) {
                                            {"node/odd3.jpg", "sync", odd}});
   require_counters_match_rows(*st, job);
   require_stage_counters_match_rows(pr, job);
+
+  // Rows per node (what `status` shows), by node name; NULL as "".
+  auto per_node = st->node_counts(job);
+  std::vector<std::tuple<std::string, std::uint64_t, std::uint64_t, std::uint64_t>> got;
+  for (auto& n : per_node) {
+    got.emplace_back(n.node, n.rows[0], n.rows[1], n.rows[2]);
+    CHECK(n.seconds >= 0);
+  }
+  std::sort(got.begin(), got.end());
+  decltype(got) want = {{"", 2, 1, 0},        {"NULL", 1, 0, 0},     {copy_null, 2, 0, 0},
+                        {odd, 2, 0, 0},       {"worker-1", 1, 0, 1}, {"worker-2", 1, 1, 0},
+                        {"worker-3", 1, 0, 0}};
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);
+  CHECK(st->node_counts(job + 1000).empty());
 }
 
 } // namespace ms::test::contract
