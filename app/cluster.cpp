@@ -261,7 +261,13 @@ int cmd_worker(const options& given, const std::vector<assignment>& cli) {
 // the cluster CA did not sign, not TLS at all) without telling anyone. To log who was
 // refused and why, this executable provides SSL_accept, SSL_connect and SSL_read, which
 // libcaf_openssl calls through the dynamic linker: each calls OpenSSL's own (the next
-// definition, dlsym RTLD_NEXT) and logs a handshake that failed. Nothing else changes.
+// definition, dlsym RTLD_NEXT) and logs a handshake that failed.
+//
+// They (and SSL_write) also empty the thread's OpenSSL error queue before the call, as
+// OpenSSL requires for SSL_get_error to be reliable. libcaf_openssl never does: all links
+// share the middleman's thread, so the error a refused or broken connection left there
+// made the next SSL_read or SSL_write that would merely block on a healthy link look
+// fatal, and CAF dropped that link (every joined node left when one was refused or died).
 
 namespace {
 
@@ -316,6 +322,7 @@ Fn next_symbol(const char* name) {
 
 extern "C" int SSL_accept(SSL* ssl) {
   static auto real = ms::app::next_symbol<int (*)(SSL*)>("SSL_accept");
+  ERR_clear_error();
   int r = real(ssl);
   ms::app::log_failed_handshake(ssl, r, true);
   return r;
@@ -323,6 +330,7 @@ extern "C" int SSL_accept(SSL* ssl) {
 
 extern "C" int SSL_connect(SSL* ssl) {
   static auto real = ms::app::next_symbol<int (*)(SSL*)>("SSL_connect");
+  ERR_clear_error();
   int r = real(ssl);
   ms::app::log_failed_handshake(ssl, r, false);
   return r;
@@ -331,8 +339,15 @@ extern "C" int SSL_connect(SSL* ssl) {
 extern "C" int SSL_read(SSL* ssl, void* buf, int num) {
   static auto real = ms::app::next_symbol<int (*)(SSL*, void*, int)>("SSL_read");
   bool handshaking = !SSL_is_init_finished(ssl);
+  ERR_clear_error();
   int r = real(ssl, buf, num);
   if (handshaking)
     ms::app::log_failed_handshake(ssl, r, SSL_is_server(ssl) == 1);
   return r;
+}
+
+extern "C" int SSL_write(SSL* ssl, const void* buf, int num) {
+  static auto real = ms::app::next_symbol<int (*)(SSL*, const void*, int)>("SSL_write");
+  ERR_clear_error();
+  return real(ssl, buf, num);
 }
