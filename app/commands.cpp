@@ -153,6 +153,7 @@ int cmd_sync(options opt, const std::vector<std::string>& args) {
       return dry_run(opt, spec.source_root, spec.dest_root);
     engine e{opt};
     auto results = e.run({std::move(spec)}, opt.progress);
+    e.set_exit_code(exit_code_of(results.front()));
     return exit_code_of(results.front());
   });
 }
@@ -184,6 +185,7 @@ int cmd_run(const config_file& cfg, const std::vector<std::string>& names,
                    to_string(results[i].status));
       code = worst_exit_code(code, exit_code_of(results[i]));
     }
+    e.set_exit_code(code);
     return code;
   });
 }
@@ -220,6 +222,7 @@ int cmd_resume(const options& opt, const std::vector<std::string>& args) {
                  spec.dest_root, row->processed_files + row->failed_files + row->skipped_files);
     engine e{effective};
     auto results = e.run({std::move(spec)}, effective.progress);
+    e.set_exit_code(exit_code_of(results.front()));
     return exit_code_of(results.front());
   });
 }

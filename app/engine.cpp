@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <thread>
 
@@ -345,9 +346,30 @@ engine::~engine() {
     caf::anon_send_exit(impl_->registry, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(impl_->sup, caf::exit_reason::user_shutdown);
   impl_->sup = nullptr;
+  bool cluster = static_cast<bool>(impl_->registry);
   impl_->registry = nullptr;
-  impl_->sys.reset();  // waits for every actor
+  if (!cluster) {
+    impl_->sys.reset();  // waits for every actor
+    return;
+  }
+  // CAF 0.17 can wait forever at teardown for a detached actor (a finished coordinator) that
+  // a connected worker node still references. Everything is committed by now (the jobs have
+  // ended), so after a grace period the process exits without the rest of the teardown.
+  auto done = std::make_shared<std::promise<void>>();
+  auto finished = done->get_future();
+  std::thread([sys = std::move(impl_->sys), done]() mutable {
+    sys.reset();
+    done->set_value();
+  }).detach();
+  if (finished.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    spdlog::warn("cluster: the actor system did not stop within 10 s (a worker node still holds "
+                 "a reference); exiting, nothing is lost: every job has ended");
+    spdlog::default_logger()->flush();
+    std::_Exit(exit_code_);
+  }
 }
+
+void engine::set_exit_code(int code) { exit_code_ = code; }
 
 caf::actor_system& engine::system() { return *impl_->sys; }
 

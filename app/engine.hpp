@@ -73,9 +73,14 @@ public:
   /// results in the order of `specs`.
   std::vector<job_result> run(std::vector<job_spec> specs, progress_mode progress);
 
+  /// The process's exit code, used if the teardown of a cluster's actor system hangs and
+  /// the process exits from the destructor.
+  void set_exit_code(int code);
+
 private:
   struct impl;
   std::unique_ptr<impl> impl_;
+  int exit_code_ = 0;
 };
 
 /// Logs how a job ended (completed, interrupted, failed) with the next step to take.

@@ -519,6 +519,7 @@ int cmd_node(const config_file& cfg, const std::vector<assignment>& cli) {
     forward_signals(self);
     spdlog::info("node: running {} (SIGHUP reloads it, SIGTERM stops)", cfg.path);
     int code = n->serve();
+    e.set_exit_code(code);
     http.reset();
     n.reset();
     spdlog::info("node: stopped");
