@@ -17,7 +17,14 @@
 //     smaller sizes are resized from it (thumbnail_image): decoding once costs less
 //     than a second shrink-on-load decode (bench/processing_bench.cpp);
 //  6. each thumbnail is encoded to a memory buffer (metadata stripped) and written
-//     with write_atomic(): named temporary file in the target directory, renameat.
+//     with write_atomic() (atomic_file::write_whole, shared with the ingest): an
+//     unnamed O_TMPFILE in the target directory linked under its name through
+//     /proc/self/fd, or linked under a temporary name and renamed over an existing
+//     one; the named temporary file + renameat only where O_TMPFILE or /proc is
+//     missing. Before the first derived file of a process goes into a library, that
+//     library is swept once of temporary files dead processes left
+//     (atomic_file::sweep_stale_temps_once): a resume that only has image stages
+//     left cleans up too.
 //
 // libvips errors: the C++ binding throws vips::VError holding a copy of libvips'
 // error buffer, which is process-global. We take the text from the VError and
@@ -25,6 +32,8 @@
 // threads can therefore swap or merge their reasons; a reason lost that way is
 // replaced by a generic one. This only affects the error text, never the outcome.
 #include "actors/imaging.hpp"
+
+#include "actors/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -37,7 +46,6 @@
 #include <cerrno>
 #include <climits>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -51,9 +59,6 @@ using vips::VImage;
 using vips::VSource;
 
 constexpr int dir_walk_flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-/// Same prefix as the library's own temporary files (actors/ingest.cpp).
-constexpr const char* tmp_prefix = ".mediasync-tmp.";
-constexpr int tmp_name_attempts = 100;
 constexpr int max_thumbnail_size = 16383;  // WebP's limit; far above any preview
 /// Text watermark: glyph height as a fraction of the preview's long edge.
 constexpr int text_size_divisor = 20;
@@ -273,56 +278,20 @@ fd_guard open_file(int root, const std::string& rel) {
   return fd;
 }
 
-std::atomic<std::uint64_t> temp_counter{0};
-
-/// Writes `data` to `rel` under `root` atomically: a temporary file in the same
-/// directory, renamed over the final name. Throws imaging_error(io).
+/// Writes `data` to `rel` under `root` atomically, like a library file (see
+/// atomic_file::write_whole): the complete file appears under its name at once,
+/// replacing an older one; a kill leaves at most a temporary name that the next
+/// process's sweep removes. Throws imaging_error(io).
 void write_atomic(int root, const std::string& rel, const void* data, std::size_t len) {
   auto [dir, name] = split_dir(rel);
   if (name.size() > NAME_MAX)
     fail(imaging_error::kind::io, "derived file name too long: '" + rel + "'");
+  atomic_file::sweep_stale_temps_once(root);
   dir_ref d = walk(root, dir, true);
-  char tmp[64];
-  fd_guard out;
-  for (int attempt = 0; attempt < tmp_name_attempts && out.fd < 0; ++attempt) {
-    std::snprintf(tmp, sizeof tmp, "%s%ld.%llu", tmp_prefix, static_cast<long>(::getpid()),
-                  static_cast<unsigned long long>(temp_counter.fetch_add(1)));
-    out.fd = ::openat(d.get(), tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (out.fd < 0 && errno != EEXIST)
-      break;
-  }
-  if (out.fd < 0)
-    fail(imaging_error::kind::io, "library temporary file cannot be created: " + errno_text(errno));
-  auto p = static_cast<const char*>(data);
-  std::size_t left = len;
-  int err = 0;
-  while (left > 0) {
-    ssize_t n = ::write(out.fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      err = errno;
-      break;
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-  int fd = out.fd;
-  out.fd = -1;
-  if (::close(fd) != 0 && err == 0)
-    err = errno;
-  if (err != 0) {
-    ::unlinkat(d.get(), tmp, 0);
-    fail(imaging_error::kind::io, "library write failed: " + errno_text(err));
-  }
   std::string n{name};
-  if (::renameat(d.get(), tmp, d.get(), n.c_str()) != 0) {
-    int e = errno;
-    ::unlinkat(d.get(), tmp, 0);
-    if (e == EISDIR)
-      fail(imaging_error::kind::io, "library path '" + rel + "' exists as a directory");
-    fail(imaging_error::kind::io, "library file cannot be renamed into place: " + errno_text(e));
-  }
+  std::string err = atomic_file::write_whole(d.get(), n.c_str(), rel, data, len, 0644);
+  if (!err.empty())
+    fail(imaging_error::kind::io, err);
 }
 
 // ------------------------------------------------------------------- images

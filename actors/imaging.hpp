@@ -7,11 +7,15 @@
 //   .previews/<rel_path>.<ext>            watermarked preview (from the largest thumbnail)
 // <rel_path> keeps the original name and extension ("2021/IMG_1.JPG" gives
 // ".thumbnails/256/2021/IMG_1.JPG.jpg"), so "a.jpg" and "a.png" never collide.
-// Files are written like library files: a named temporary file
-// ".mediasync-tmp.<pid>.<n>" in the target directory, renamed over the final name
-// (readers see the old or the new file, never a mix), not fsynced (the writer's
-// syncfs per batch makes them durable). A crash during the write() can leave
-// that temporary file behind. Every directory is walked from the library root fd
+// Files are written like library files, with the same code (actors/atomic_file.hpp):
+// an unnamed O_TMPFILE in the target directory, linked under its final name, or
+// linked under a temporary name ".mediasync-tmp.<pid>.<n>" and renamed over an
+// existing one (readers see the old or the new file, never a mix); a named temporary
+// file renamed into place only where the filesystem has no O_TMPFILE. Not fsynced
+// (the writer's syncfs per batch makes them durable). A kill leaves no temporary
+// file, except in the link + rename window or in the named fallback; the first write
+// of a process into a library sweeps such leftovers of dead processes away
+// (atomic_file::sweep_stale_temps_once). Every directory is walked from the library root fd
 // with O_NOFOLLOW (missing ones are created): nothing is read or written outside
 // the library root, even if a folder inside it was replaced by a symlink.
 //

@@ -18,9 +18,9 @@
 //        (a changed file replacing its old copy), the file is linked under a short
 //        temporary name ".mediasync-tmp.<pid>.<n>" (final names may be 255 bytes)
 //        and renamed over the final name, in the same directory: atomic, readers
-//        see the old or the new content, never a mix. A kill at any point leaves no
-//        temporary file behind: an unnamed inode is freed when its last fd closes,
-//        and the named window is one linkat + renameat long.
+//        see the old or the new content, never a mix. A kill leaves no temporary
+//        file behind (an unnamed inode is freed when its last fd closes) except in
+//        that one linkat + renameat window (the sweep below removes it).
 //      * fallback, when the filesystem has no O_TMPFILE (EOPNOTSUPP, EISDIR, EINVAL:
 //        NFS, FUSE, old kernels, ...) or /proc/self/fd cannot be used (not mounted,
 //        another pid namespace's /proc): the temporary file is created by name,
@@ -28,12 +28,20 @@
 //        renamed over the final name. The ingestor remembers that O_TMPFILE is out
 //        and does not try it again (when /proc fails only at the linkat, that one
 //        file is read and written again). In this mode a crash can leave such a
-//        temporary file in a library directory; nothing sweeps it.
+//        temporary file in a library directory: the sweep below removes it.
+//    The temporary-file primitives (unnamed file, link with replace, named temp,
+//    rename) live in actors/atomic_file.cpp, shared with the thumbnails and previews
+//    (actors/imaging.cpp); the ingestor adds the directory cache and its re-walk.
 //    No shared temporary folder, no cross-directory rename (they serialise on the
 //    filesystem's rename mutex), and creations spread over the library directories.
 //    The temporary file gets the source's permission bits (mode & 0777; set at
 //    creation, fchmod only if the umask interferes) and atime/mtime before it gets
 //    its name. Nothing is fsynced: the writer calls sync_filesystem() once per batch.
+//  - Sweep: constructing an ingestor calls atomic_file::sweep_stale_temps_once(DEST):
+//    the first ingestor of a process for a library walks it once (O_NOFOLLOW, on
+//    DEST's filesystem only) and removes ".mediasync-tmp.<pid>.<n>" regular files
+//    whose pid is no live process and whose ctime predates this process: what a
+//    kill -9 left in either mode above. Later ingestors of the process skip it.
 //  - fstat before and after the read (size, mtime) and the byte count must agree,
 //    else the outcome is failed "changed while being read".
 //  - The last source and library directory fds are cached (the files of one
@@ -62,12 +70,15 @@
 //    error "unchanged (checksum)", library_path = known_library_path,
 //    touches_media = true; otherwise it is read again and copied.
 //  - Test hooks (declared by tests/ingest.cpp only): detail::ingest_force_named_temp(true)
-//    makes the ingestors constructed afterwards skip O_TMPFILE (the fallback above);
-//    detail::ingest_temp_names_used() counts the temporary names used so far.
+//    makes the ingestors constructed afterwards (and derived-file writes) skip O_TMPFILE
+//    (the fallback above); detail::ingest_temp_names_used() counts the temporary names
+//    used so far (atomic_file::temp_names_used()).
 //
 // sniff_mime: returns "" for empty data, the mime type for a known magic number,
 // and "application/octet-stream" for any other non-empty data.
 #include "actors/ingest.hpp"
+
+#include "actors/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <strings.h>
@@ -77,7 +88,6 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -93,19 +103,12 @@ namespace {
 
 constexpr std::size_t buffer_size = 1 << 20;
 constexpr std::size_t head_size = 256;
-/// Prefix of the named temporary files, followed by "<pid>.<n>".
-constexpr const char* tmp_prefix = ".mediasync-tmp.";
-/// Creating a named temporary file gives up after this many names already taken.
-constexpr int tmp_name_attempts = 100;
 constexpr int dir_walk_flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
 
 std::string errno_text(int err) {
   char buf[256];
   return std::string{::strerror_r(err, buf, sizeof buf)};
 }
-
-std::atomic<std::uint64_t> temp_counter{0};
-std::atomic<bool> force_named_temp{false};
 
 /// The process umask, read without changing it (umask(2) would race with other
 /// threads creating files); -1 if unknown.
@@ -164,11 +167,6 @@ bool valid_relative(const std::string& p) {
   }
 }
 
-/// errno values of an openat(O_TMPFILE) on a filesystem (or kernel) without it.
-bool tmpfile_unsupported(int e) {
-  return e == EOPNOTSUPP || e == EISDIR || e == EINVAL;
-}
-
 } // namespace
 
 // Test hooks, declared by tests/ingest.cpp only (not part of the interface).
@@ -178,13 +176,13 @@ std::uint64_t ingest_temp_names_used();
 
 /// While on, newly constructed ingestors never try O_TMPFILE (the named-temp fallback).
 void ingest_force_named_temp(bool on) {
-  force_named_temp.store(on);
+  atomic_file::force_named_temp(on);
 }
 
 /// How many temporary names this process has used so far (fallback files, and the
 /// links made to replace an existing file): 0 more per new file with O_TMPFILE.
 std::uint64_t ingest_temp_names_used() {
-  return temp_counter.load();
+  return atomic_file::temp_names_used();
 }
 } // namespace detail
 
@@ -193,7 +191,6 @@ struct ingestor::impl {
   int dst_fd = -1;
   std::string source_root;
   std::string dest_root;
-  pid_t pid = 0;
   bool use_tmpfile = true;  ///< false once O_TMPFILE or /proc/self/fd proved unusable
   int umask_bits = -1;  ///< -1: unknown, always fchmod
   std::unique_ptr<unsigned char[]> buf;
@@ -206,7 +203,7 @@ struct ingestor::impl {
   int src_dir_fd = -1;
   std::string lib_dir;
   int lib_dir_fd = -1;
-  char tmp_name[64];  ///< the last named temporary file, in the library directory
+  atomic_file::temp_name tmp;  ///< the last temporary name, in the library directory
   std::string error;  ///< set by the helpers on failure
 
   ~impl() {
@@ -375,13 +372,6 @@ struct ingestor::impl {
     return true;
   }
 
-  const char* next_tmp_name() {
-    auto n = temp_counter.fetch_add(1, std::memory_order_relaxed);
-    std::snprintf(tmp_name, sizeof tmp_name, "%s%ld.%llu", tmp_prefix, static_cast<long>(pid),
-                  static_cast<unsigned long long>(n));
-    return tmp_name;
-  }
-
   /// After an operation in the cached library directory `ldir` failed: if it is the
   /// cached fd (the directory may have been removed since it was cached), walks
   /// (and creates) `dir` again and returns true with `ldir` updated; false if
@@ -398,13 +388,12 @@ struct ingestor::impl {
   /// Opens an unnamed O_TMPFILE in `ldir`. Returns the fd; or -1 with `error` set;
   /// or -1 with `use_tmpfile` cleared when the filesystem does not support it.
   int open_tmpfile(int& ldir, std::string_view dir, mode_t mode) {
-    constexpr int flags = O_TMPFILE | O_WRONLY | O_CLOEXEC;
-    int out = ::openat(ldir, ".", flags, mode);
-    if (out < 0 && !tmpfile_unsupported(errno)) {
+    int out = atomic_file::open_unnamed(ldir, mode);
+    if (out < 0 && !atomic_file::tmpfile_unsupported(errno)) {
       // A removed cached directory gives ENOENT, or EPERM on ext4.
       int e = errno;
       if (rewalk_lib(ldir, dir))
-        out = ::openat(ldir, ".", flags, mode);
+        out = atomic_file::open_unnamed(ldir, mode);
       else if (ldir < 0)
         return -1;
       else
@@ -412,7 +401,7 @@ struct ingestor::impl {
     }
     if (out < 0) {
       int e = errno;
-      if (tmpfile_unsupported(e))
+      if (atomic_file::tmpfile_unsupported(e))
         use_tmpfile = false;
       else
         error = "library temporary file cannot be created: " + errno_text(e);
@@ -423,70 +412,42 @@ struct ingestor::impl {
   enum class link_result { ok, failed, no_proc };
 
   /// Gives the written O_TMPFILE `out` its final name `name` in `ldir`: linkat when
-  /// the name is free, else linkat to a temporary name and renameat over it.
+  /// the name is free, else linkat to a temporary name and renameat over it
+  /// (atomic_file::link_unnamed); a removed cached directory is walked again once.
   /// no_proc: /proc/self/fd cannot be used (nothing was linked).
   link_result link_tmpfile(int out, int& ldir, std::string_view dir, const char* name,
                            const std::string& path) {
-    char proc[32];
-    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", out);
-    int rc = ::linkat(AT_FDCWD, proc, ldir, name, AT_SYMLINK_FOLLOW);
-    if (rc != 0 && errno != EEXIST) {
-      int e = errno;
-      struct stat sb;
-      if (::fstatat(AT_FDCWD, proc, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-        return link_result::no_proc;
-      if (e == ENOENT && rewalk_lib(ldir, dir))
-        rc = ::linkat(AT_FDCWD, proc, ldir, name, AT_SYMLINK_FOLLOW);
+    using step = atomic_file::result::step;
+    auto r = atomic_file::link_unnamed(out, ldir, name, tmp);
+    if (r.failed == step::link && r.err == ENOENT) {
+      if (rewalk_lib(ldir, dir))
+        r = atomic_file::link_unnamed(out, ldir, name, tmp);
       else if (ldir < 0)
         return link_result::failed;
-      else
-        errno = e;
     }
-    if (rc == 0)
-      return link_result::ok;
-    if (errno != EEXIST) {
-      error = "library file cannot be linked into place: " + errno_text(errno);
+    if (r.failed == step::no_proc)
+      return link_result::no_proc;
+    if (!r.ok()) {
+      error = atomic_file::describe(r, path);
       return link_result::failed;
     }
-    // The name exists (or is a directory): link under a temporary name, rename over.
-    for (int attempt = 0; attempt < tmp_name_attempts; ++attempt) {
-      rc = ::linkat(AT_FDCWD, proc, ldir, next_tmp_name(), AT_SYMLINK_FOLLOW);
-      if (rc == 0 || errno != EEXIST)
-        break;
-    }
-    if (rc != 0) {
-      error = "library temporary file cannot be created: " + errno_text(errno);
-      return link_result::failed;
-    }
-    if (!rename_into_place(ldir, name, path))
-      return link_result::failed;
     return link_result::ok;
   }
 
-  /// Renames tmp_name over `name` in `ldir`; on failure removes tmp_name and sets `error`.
+  /// Renames `tmp` over `name` in `ldir`; on failure removes `tmp` and sets `error`.
   bool rename_into_place(int ldir, const char* name, const std::string& path) {
-    if (::renameat(ldir, tmp_name, ldir, name) == 0)
-      return true;
-    int e = errno;
-    ::unlinkat(ldir, tmp_name, 0);
-    if (e == EISDIR)
-      error = "library path '" + path + "' exists as a directory";
-    else
-      error = "library file cannot be renamed into place: " + errno_text(e);
-    return false;
+    auto r = atomic_file::rename_over(ldir, tmp.c_str(), name);
+    if (!r.ok())
+      error = atomic_file::describe(r, path);
+    return r.ok();
   }
 
-  /// Fallback: creates the named temporary file tmp_name in `ldir`. Returns the fd,
+  /// Fallback: creates the named temporary file `tmp` in `ldir`. Returns the fd,
   /// or -1 with `error` set.
   int open_named_temp(int& ldir, std::string_view dir, mode_t mode) {
-    constexpr int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     int out = -1;
     for (int round = 0; round < 2 && out < 0; ++round) {
-      for (int attempt = 0; attempt < tmp_name_attempts; ++attempt) {
-        out = ::openat(ldir, next_tmp_name(), flags, mode);
-        if (out >= 0 || errno != EEXIST)
-          break;
-      }
+      out = atomic_file::open_named(ldir, mode, tmp);
       // A removed cached directory: walk (and create) it again once.
       if (out >= 0 || errno != ENOENT || round > 0)
         break;
@@ -517,8 +478,9 @@ ingestor::ingestor(const std::string& source_root, const std::string& dest_root)
     throw std::runtime_error("cannot open destination directory '" + dest_root
                              + "': " + errno_text(errno));
   s.umask_bits = current_umask();
-  s.pid = ::getpid();
-  s.use_tmpfile = !force_named_temp.load();
+  s.use_tmpfile = !atomic_file::named_temp_forced();
+  // What killed processes left in this library (once per process and library).
+  atomic_file::sweep_stale_temps_once(s.dst_fd);
   s.buf.reset(new unsigned char[buffer_size]);
   s.ctx = EVP_MD_CTX_new();
   s.md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
@@ -698,12 +660,12 @@ file_outcome ingestor::ingest(const ingest_request& req) {
     return fail(std::move(s.error));
   if (!fill(out)) {
     ::close(out);
-    ::unlinkat(ldir, s.tmp_name, 0);
+    ::unlinkat(ldir, s.tmp.c_str(), 0);
     return fail(std::move(s.error));
   }
   if (::close(out) != 0) {
     int e = errno;
-    ::unlinkat(ldir, s.tmp_name, 0);
+    ::unlinkat(ldir, s.tmp.c_str(), 0);
     return fail("library write failed: " + errno_text(e));
   }
   if (!s.rename_into_place(ldir, name, path))
