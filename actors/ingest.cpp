@@ -42,8 +42,14 @@
 //    DEST's filesystem only) and removes ".mediasync-tmp.<pid>.<n>" regular files
 //    whose pid is no live process and whose ctime predates this process: what a
 //    kill -9 left in either mode above. Later ingestors of the process skip it.
-//  - fstat before and after the read (size, mtime) and the byte count must agree,
-//    else the outcome is failed "changed while being read".
+//  - fstat before and after the read (size, mtime, ctime) and the byte count must
+//    agree, else the outcome is failed "changed while being read". The ctime catches
+//    a rewrite in place that keeps the size and puts the old mtime back (rsync
+//    --inplace, touch -r), which would otherwise give a copy mixing two versions.
+//  - Library paths whose first component is ".thumbnails" or ".previews" are where
+//    the processing and watermark stages write derived files: a source file there
+//    would overwrite a thumbnail or be overwritten by one (and a source file named
+//    ".previews" would make every preview fail). Such paths are failed, not copied.
 //  - The last source and library directory fds are cached (the files of one
 //    directory come one after another), so a file costs about ten syscalls. A cached
 //    library directory removed meanwhile is walked (and created) again once.
@@ -64,6 +70,8 @@
 //                    "library write failed: <strerror>",
 //                    "library file attributes cannot be set: <strerror>",
 //                    "library path '<path>' exists as a directory",
+//                    "library path component '<.thumbnails|.previews>' is reserved for
+//                     thumbnails and previews",
 //                    "library file cannot be linked into place: <strerror>",
 //                    "library file cannot be renamed into place: <strerror>"
 //  - compare_sha256 set: the file is hashed without writing; equal -> status skipped,
@@ -73,12 +81,19 @@
 //    makes the ingestors constructed afterwards (and derived-file writes) skip O_TMPFILE
 //    (the fallback above); detail::ingest_temp_names_used() counts the temporary names
 //    used so far (atomic_file::temp_names_used()).
+//    For whole processes (tests/e2e_hostile.cpp):
+//    MEDIASYNC_TEST_INGEST_PAUSE="<point>:<fifo>:<relative path>" in the environment
+//    makes the sync stage wait at <point> of that one source path until the FIFO
+//    <fifo> was opened for writing and closed again: "open" before the source is
+//    looked at (the file was scanned), "read" after its first chunk was read. A test
+//    opens the FIFO (which returns once the worker waits), changes the file, closes.
 //
 // sniff_mime: returns "" for empty data, the mime type for a known magic number,
 // and "application/octet-stream" for any other non-empty data.
 #include "actors/ingest.hpp"
 
 #include "actors/atomic_file.hpp"
+#include "actors/imaging.hpp"
 
 #include <fcntl.h>
 #include <strings.h>
@@ -92,6 +107,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <stdexcept>
@@ -147,6 +163,43 @@ const char* type_name(mode_t m) {
   if (S_ISBLK(m))
     return "block device";
   return "unknown type";
+}
+
+/// The test hook MEDIASYNC_TEST_INGEST_PAUSE (see the top of this file).
+struct pause_hook {
+  bool on = false;
+  std::string point, fifo, path;
+};
+
+const pause_hook& pause_from_env() {
+  static const pause_hook hook = [] {
+    pause_hook h;
+    const char* v = std::getenv("MEDIASYNC_TEST_INGEST_PAUSE");
+    std::string_view s{v == nullptr ? "" : v};
+    auto a = s.find(':');
+    auto b = a == std::string_view::npos ? a : s.find(':', a + 1);
+    if (b == std::string_view::npos)
+      return h;
+    h.point = s.substr(0, a);
+    h.fifo = s.substr(a + 1, b - a - 1);
+    h.path = s.substr(b + 1);
+    h.on = true;
+    return h;
+  }();
+  return hook;
+}
+
+void test_pause(std::string_view point, const std::string& path) {
+  const auto& h = pause_from_env();
+  if (!h.on || h.point != point || h.path != path)
+    return;
+  int fd = ::open(h.fifo.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  char c;
+  for (ssize_t n; (n = ::read(fd, &c, 1)) > 0 || (n < 0 && errno == EINTR);) {
+  }
+  ::close(fd);
 }
 
 bool valid_relative(const std::string& p) {
@@ -205,6 +258,7 @@ struct ingestor::impl {
   int lib_dir_fd = -1;
   atomic_file::temp_name tmp;  ///< the last temporary name, in the library directory
   std::string error;  ///< set by the helpers on failure
+  const std::string* path = nullptr;  ///< during ingest(): its path (for the test hook)
 
   ~impl() {
     for (int fd : {src_dir_fd, lib_dir_fd, src_fd, dst_fd})
@@ -362,6 +416,8 @@ struct ingestor::impl {
         return false;
       }
       total += un;
+      if (total == un && path != nullptr)
+        test_pause("read", *path);
       // At the expected size, skip the read that would only return EOF: growth
       // shows up in the fstat after the read.
       if (total == expected && expected > 0)
@@ -512,6 +568,13 @@ file_outcome ingestor::ingest(const ingest_request& req) {
   if (!valid_relative(req.path))
     return fail("invalid relative path");
   const std::string& path = req.path;
+  s.path = &path;
+  test_pause("open", path);
+  // Derived files live under these two top-level library folders.
+  for (std::string_view reserved : {thumbnails_dir, previews_dir})
+    if (std::string_view{path}.substr(0, path.find('/')) == reserved)
+      return fail("library path component '" + std::string{reserved}
+                  + "' is reserved for thumbnails and previews");
   auto slash = path.rfind('/');
   std::string_view dir = slash == std::string::npos ? std::string_view{}
                                                     : std::string_view{path}.substr(0, slash);
@@ -562,7 +625,9 @@ file_outcome ingestor::ingest(const ingest_request& req) {
     struct stat after;
     return ::fstat(fd, &after) == 0 && after.st_size == before.st_size
            && after.st_mtim.tv_sec == before.st_mtim.tv_sec
-           && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec && total == expected;
+           && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec
+           && after.st_ctim.tv_sec == before.st_ctim.tv_sec
+           && after.st_ctim.tv_nsec == before.st_ctim.tv_nsec && total == expected;
   };
   auto set_result = [&](std::uint64_t total, const unsigned char* digest) {
     o.size = total;

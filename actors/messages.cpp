@@ -24,4 +24,11 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<cluster_node>>("std::vector<cluster_node>");
 }
 
+std::string error_text(caf::actor_system& sys, const caf::error& err) {
+  const auto& ctx = err.context();
+  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return sys.render(err);
+}
+
 } // namespace ms

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <caf/atom.hpp>
+#include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
 
 #include "actors/imaging.hpp"
@@ -167,5 +168,10 @@ typename Inspector::result_type inspect(Inspector& f, cluster_node& x) {
 
 /// Registers every message type above with `cfg` (call once per actor system).
 void add_message_types(caf::actor_system_config& cfg);
+
+/// The reason an actor gave in a caf::error it made from an exception (the context holds
+/// just that text, e.g. "database 'x.db': cannot create a job: database or disk is
+/// full"); any other error as CAF renders it.
+std::string error_text(caf::actor_system& sys, const caf::error& err);
 
 } // namespace ms

@@ -37,6 +37,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace ms {
 
@@ -93,7 +94,37 @@ const char* bracket_end(const char* p, const char* pe) {
   return j < pe ? j : nullptr;
 }
 
-bool glob_rec(const char* pbeg, const char* p, const char* pe, const char* s, const char* se) {
+/// One match of a glob against a text. `failed` remembers the (pattern position, text
+/// position) pairs already known not to match, so backtracking over '*' and '**' visits
+/// each pair once: O(|pattern| * |text|) steps, where plain backtracking is exponential
+/// in the number of stars ("*a*a*a*a*a*a*a*b" on a long name of 'a's).
+struct glob_state {
+  const char* pbeg;
+  const char* pe;
+  const char* sbeg;
+  const char* se;
+  std::vector<bool> failed;  ///< [(p - pbeg) * (se - sbeg + 1) + (s - sbeg)]; empty: no memo
+};
+
+bool glob_rec(glob_state& g, const char* p, const char* s);
+
+/// glob_rec, remembering failures.
+bool glob_at(glob_state& g, const char* p, const char* s) {
+  if (g.failed.empty())
+    return glob_rec(g, p, s);
+  auto key = static_cast<std::size_t>(p - g.pbeg) * static_cast<std::size_t>(g.se - g.sbeg + 1)
+             + static_cast<std::size_t>(s - g.sbeg);
+  if (g.failed[key])
+    return false;
+  if (glob_rec(g, p, s))
+    return true;
+  g.failed[key] = true;
+  return false;
+}
+
+bool glob_rec(glob_state& g, const char* p, const char* s) {
+  const char* const pe = g.pe;
+  const char* const se = g.se;
   while (p < pe) {
     char c = *p;
     if (c == '*') {
@@ -101,36 +132,27 @@ bool glob_rec(const char* pbeg, const char* p, const char* pe, const char* s, co
         const char* q = p;
         while (q < pe && *q == '*')
           ++q;
-        bool seg_start = (p == pbeg || p[-1] == '/');
+        bool seg_start = (p == g.pbeg || p[-1] == '/');
         if (seg_start && q < pe && *q == '/') {
-          // "**/": zero or more whole components.
-          const char* rest = q + 1;
-          if (glob_rec(pbeg, rest, pe, s, se))
+          // "**/": zero or more whole components: the rest matches here, or "**/"
+          // matches again after the next '/'.
+          if (glob_at(g, q + 1, s))
             return true;
-          for (const char* t = s; t < se; ++t)
-            if (*t == '/' && glob_rec(pbeg, rest, pe, t + 1, se))
-              return true;
-          return false;
+          auto slash = s == se ? nullptr
+                               : static_cast<const char*>(
+                                   std::memchr(s, '/', static_cast<std::size_t>(se - s)));
+          return slash != nullptr && glob_at(g, p, slash + 1);
         }
         if (q == pe)
           return true;  // trailing "**" takes everything
-        for (const char* t = s;; ++t) {
-          if (glob_rec(pbeg, q, pe, t, se))
-            return true;
-          if (t == se)
-            return false;
-        }
+        // "**": the rest matches here, or "**" takes one more byte ('/' included).
+        return glob_at(g, q, s) || (s < se && glob_at(g, p, s + 1));
       }
       // single '*': anything but '/'
       const char* rest = p + 1;
       if (rest == pe)
-        return std::memchr(s, '/', static_cast<std::size_t>(se - s)) == nullptr;
-      for (const char* t = s;; ++t) {
-        if (glob_rec(pbeg, rest, pe, t, se))
-          return true;
-        if (t == se || *t == '/')
-          return false;
-      }
+        return s == se || std::memchr(s, '/', static_cast<std::size_t>(se - s)) == nullptr;
+      return glob_at(g, rest, s) || (s < se && *s != '/' && glob_at(g, p, s + 1));
     }
     if (c == '?') {
       if (s == se || *s == '/')
@@ -160,8 +182,13 @@ bool glob_rec(const char* pbeg, const char* p, const char* pe, const char* s, co
 }
 
 bool glob_match(std::string_view pat, std::string_view text) {
-  return glob_rec(pat.data(), pat.data(), pat.data() + pat.size(), text.data(),
-                  text.data() + text.size());
+  glob_state g{pat.data(), pat.data() + pat.size(), text.data(), text.data() + text.size(), {}};
+  // Only stars backtrack. (A glob so long that the table would pass 64 Mbit is matched
+  // without it.)
+  std::size_t cells = (pat.size() + 1) * (text.size() + 1);
+  if (pat.find('*') != std::string_view::npos && cells <= (std::size_t{1} << 26))
+    g.failed.assign(cells, false);
+  return glob_rec(g, g.pbeg, g.sbeg);
 }
 
 std::string_view base_name(std::string_view path) {

@@ -226,7 +226,7 @@ supervisor_actor::behavior_type supervisor(sup_ptr self, std::shared_ptr<storage
           [=](caf::error& err) mutable {
             job_result res;
             res.status = job_status::failed;
-            res.error = "cannot create job: " + self->system().render(err);
+            res.error = "cannot create job: " + error_text(self->system(), err);
             rp.deliver(std::move(res));
           });
       return rp;

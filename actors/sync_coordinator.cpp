@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -353,6 +355,40 @@ void fail(coord_ptr self, std::string reason) {
   maybe_finish(self);
 }
 
+/// True when a worker's failed outcome says the destination itself cannot take files: it
+/// is full (ENOSPC, EDQUOT) or read-only (EROFS). The workers' library-side errors end with
+/// the strerror text (actors/ingest.cpp, actors/atomic_file.cpp, actors/imaging.cpp); no
+/// source-side error can carry these. Every other file would fail the same way.
+bool destination_fault(const file_outcome& o) {
+  if (o.status != file_status::failed)
+    return false;
+  for (int e : {ENOSPC, EDQUOT, EROFS}) {
+    char buf[128];
+    std::string text = std::string{": "} + ::strerror_r(e, buf, sizeof buf);
+    if (o.error.size() > text.size()
+        && o.error.compare(o.error.size() - text.size(), text.size(), text) == 0)
+      return true;
+  }
+  return false;
+}
+
+/// A worker found the destination full or read-only. The file is not recorded (a resume
+/// does it again), dispatch stops, the files in flight finish and are committed, and the
+/// job ends interrupted: exit 3, resumable once the destination is fixed.
+void destination_unusable(coord_ptr self, const file_outcome& out) {
+  auto& st = self->state;
+  --st.inflight;  // dispatched, but never goes to the writer
+  if (!st.fatal.empty()) {
+    maybe_finish(self);
+    return;
+  }
+  st.fatal_resumable = true;
+  fail(self, "destination '" + st.spec.dest_root + "' cannot take more files: " + out.error
+               + " (" + std::string{to_string(out.stg)} + " stage of '" + out.path
+               + "', not recorded); stopping: free space on it or make it writable, then "
+                 "resume the job");
+}
+
 void end_of_scan(coord_ptr self) {
   auto& st = self->state;
   st.scan_done = true;
@@ -377,7 +413,7 @@ void end_of_scan(coord_ptr self) {
       },
       [=](caf::error& err) {
         self->state.lookup_pending = false;
-        fail(self, "database lookup failed: " + self->system().render(err));
+        fail(self, "database lookup failed: " + error_text(self->system(), err));
       });
 }
 
@@ -416,7 +452,7 @@ void scan_more(coord_ptr self) {
       },
       [=](caf::error& err) {
         self->state.lookup_pending = false;
-        fail(self, "database lookup failed: " + self->system().render(err));
+        fail(self, "database lookup failed: " + error_text(self->system(), err));
       });
 }
 
@@ -466,7 +502,10 @@ void dispatch(coord_ptr self, file_worker_actor worker, file_task task) {
           st.blind.erase(from);
           out.stg = s;
           count_task(st, out);
-          on_outcome(self, std::move(out));
+          if (destination_fault(out))
+            destination_unusable(self, out);
+          else
+            on_outcome(self, std::move(out));
         }
         if (!st.excluded.count(from))
           st.idle[idx(s)].push_back(worker);
@@ -573,7 +612,7 @@ coordinator(coord_ptr self, job_spec spec, progress_writer_actor writer,
         job_result res;
         res.job_id = st.spec.job_id;
         res.status = job_status::failed;
-        res.error = "cannot open job: " + self->system().render(err);
+        res.error = "cannot open job: " + error_text(self->system(), err);
         st.finishing = true;
         self->send(st.supervisor, done_atom::value, std::move(res));
         self->quit();

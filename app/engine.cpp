@@ -257,7 +257,15 @@ void log_result(const job_result& result, const std::string& db_name) {
                    result.job_id, db_name);
       break;
     default:
+      if (result.job_id == 0) {  // no job row was made (e.g. the database takes no writes)
+        spdlog::error("the job could not start: {}", result.error);
+        break;
+      }
       spdlog::error("job {} failed: {}", result.job_id, result.error);
+      // Nothing committed is lost (e.g. a database disk that was full): once the cause is
+      // fixed, resume redoes what was not committed.
+      spdlog::warn("job {}: once the cause is fixed, resume with: mediasync resume {} --db {}",
+                   result.job_id, result.job_id, db_name);
   }
 }
 

@@ -5,7 +5,8 @@
 # prometheus is installed for its /usr/bin/promtool only (the metrics tests run
 # `promtool check metrics`): its daemon is kept from starting (see below).
 #
-# Usage: scripts/setup.sh
+# Usage: scripts/setup.sh [--fuzz]
+#   --fuzz  also install clang-14 and its sanitizer/libFuzzer runtimes (scripts/fuzz.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -15,6 +16,8 @@ PACKAGES=(
   libvips-dev libvips-tools gnome-backgrounds
   rsync time procps
 )
+# With --fuzz (scripts/fuzz.sh): clang with libFuzzer, ASan and UBSan.
+FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 
 # Installed with a temporary /usr/sbin/policy-rc.d that forbids starting services
 # (exit 101), unless that file exists already: only a tool of theirs is needed, not
@@ -30,7 +33,8 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 if [[ $# -gt 0 ]]; then
   case $1 in
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) die "unexpected argument '$1' (usage: scripts/setup.sh)" ;;
+    --fuzz) PACKAGES+=("${FUZZ_PACKAGES[@]}") ;;
+    *) die "unexpected argument '$1' (usage: scripts/setup.sh [--fuzz])" ;;
   esac
 fi
 

@@ -853,38 +853,97 @@ bool is_postgres_url(std::string_view url) {
   return false;
 }
 
+namespace {
+
+/// `s` percent-decoded as libpq decodes a URI query key (an invalid escape kept as is).
+std::string percent_decoded(std::string_view s) {
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool is_blank(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+/// End of a key=value string's value starting at `begin`, as libpq reads it: a quoted
+/// value up to its closing quote, else up to a blank; both with backslash escapes.
+std::size_t conninfo_value_end(const std::string& url, std::size_t begin) {
+  std::size_t end = begin;
+  if (end < url.size() && url[end] == '\'') {
+    ++end;
+    while (end < url.size() && url[end] != '\'') end += url[end] == '\\' ? 2 : 1;
+    return std::min(end + 1, url.size());
+  }
+  while (end < url.size() && !is_blank(url[end])) end += url[end] == '\\' ? 2 : 1;
+  return std::min(end, url.size());
+}
+
+} // namespace
+
 std::string redact_url(std::string url) {
-  // scheme://user:password@host...
-  if (auto scheme = url.find("://"); scheme != std::string::npos) {
+  // A URI starts with "scheme://"; a key=value string may hold "://" in a value.
+  const auto scheme = url.find("://");
+  const bool uri = scheme != std::string::npos && scheme > 0 &&
+                   std::isalpha(static_cast<unsigned char>(url[0])) &&
+                   std::all_of(url.begin(), url.begin() + static_cast<std::ptrdiff_t>(scheme),
+                               [](char c) {
+                                 return std::isalnum(static_cast<unsigned char>(c)) || c == '+' ||
+                                        c == '-' || c == '.';
+                               });
+  if (uri) {
+    // scheme://user:password@host...: libpq takes the user info up to the first '@'
+    // before any '/' ('?' and '#' do not end it); up to the last such '@' covers it.
     auto auth_begin = scheme + 3;
-    auto auth_end = url.find_first_of("/?#", auth_begin);
+    auto auth_end = url.find('/', auth_begin);
     if (auth_end == std::string::npos) auth_end = url.size();
     auto at = url.rfind('@', auth_end);
     if (at != std::string::npos && at >= auth_begin) {
       auto colon = url.find(':', auth_begin);
       if (colon != std::string::npos && colon < at) url.replace(colon + 1, at - colon - 1, "***");
     }
+    // Query parameters (?k=v&k=v): libpq splits at '&' and percent-decodes the key
+    // (pass%77ord=secret); the value runs to the next '&'. The query starts at a '?'
+    // after the user info, which may hold '?' itself: every '?' and '&' is tried.
+    for (auto k = url.find_first_of("?&", auth_begin); k != std::string::npos;
+         k = url.find_first_of("?&", k + 1)) {
+      std::size_t key_begin = k + 1;
+      std::size_t pair_end = std::min(url.find('&', key_begin), url.size());
+      std::size_t eq = url.find('=', key_begin);
+      if (eq < pair_end &&
+          percent_decoded(std::string_view{url}.substr(key_begin, eq - key_begin)) == "password")
+        url.replace(eq + 1, pair_end - eq - 1, "***");
+    }
+    return url;
   }
-  // password=secret, password = 'se cret' (conninfo keyword or URL query parameter)
-  for (std::size_t pos = 0; (pos = url.find("password", pos)) != std::string::npos;) {
-    std::size_t eq = pos + 8;
-    while (eq < url.size() && url[eq] == ' ') ++eq;
-    if (eq >= url.size() || url[eq] != '=') {
-      pos += 8;
-      continue;
+  // key=value string, read as libpq reads it: blanks between pairs and around '=', a
+  // value quoted ('se cret', with \' and \\) or up to a blank (with \ escapes). A word
+  // without '=' (libpq fails there) is stepped over, so a password after it is hidden too.
+  for (std::size_t i = 0;;) {
+    while (i < url.size() && is_blank(url[i])) ++i;
+    if (i >= url.size()) break;
+    std::size_t key_begin = i;
+    while (i < url.size() && !is_blank(url[i]) && url[i] != '=') ++i;
+    std::size_t key_end = i;
+    while (i < url.size() && is_blank(url[i])) ++i;
+    if (i >= url.size() || url[i] != '=') continue;
+    ++i;
+    while (i < url.size() && is_blank(url[i])) ++i;
+    std::size_t end = conninfo_value_end(url, i);
+    if (std::string_view{url}.substr(key_begin, key_end - key_begin) == "password") {
+      url.replace(i, end - i, "***");
+      end = i + 3;
     }
-    std::size_t begin = eq + 1;
-    while (begin < url.size() && url[begin] == ' ') ++begin;
-    std::size_t end = begin;
-    if (end < url.size() && url[end] == '\'') {
-      ++end;
-      while (end < url.size() && url[end] != '\'') end += url[end] == '\\' ? 2 : 1;
-      end = std::min(end + 1, url.size());
-    } else {
-      while (end < url.size() && url[end] != ' ' && url[end] != '&' && url[end] != '#') ++end;
-    }
-    url.replace(begin, end - begin, "***");
-    pos = begin + 3;
+    i = end;
   }
   return url;
 }

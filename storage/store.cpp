@@ -72,14 +72,20 @@ void check_url(const std::string& url) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
   if (!opts) {
-    std::string cause = err ? err : "out of memory";
     PQfreemem(err);
-    while (!cause.empty() && (cause.back() == '\n' || cause.back() == ' '))
-      cause.pop_back();
-    // libpq quotes the URL it could not parse: never show its password.
-    for (std::size_t pos = 0; (pos = cause.find(conninfo, pos)) != std::string::npos;
-         pos += shown.size())
-      cause.replace(pos, conninfo.size(), shown);
+    // libpq quotes what it could not parse (the URL, or a token such as the password
+    // with a bad %-escape): the cause shown is the one the redacted URL gives, and if
+    // that one parses, the error was in the password.
+    err = nullptr;
+    std::string cause = "the password does not parse (bad %-escape or quoting)";
+    if (PQconninfoOption* shown_opts = PQconninfoParse(libpq_conninfo(shown).c_str(), &err)) {
+      PQconninfoFree(shown_opts);
+    } else {
+      cause = err ? err : "out of memory";
+      while (!cause.empty() && (cause.back() == '\n' || cause.back() == ' '))
+        cause.pop_back();
+    }
+    PQfreemem(err);
     throw error(errc::bad_url,
                 "cannot open database '" + shown + "': not a valid PostgreSQL URL: " + cause);
   }
