@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -33,6 +34,7 @@ struct writer_state {
   std::shared_ptr<storage::store> db;
   writer_settings settings;
   std::vector<file_outcome> buffer;
+  std::size_t buffered_writes = 0;  ///< outcomes in `buffer` that wrote into the library
   bool timer_armed = false;
   std::map<std::uint64_t, open_job> jobs;
   std::string broken;  ///< set once a commit failed for good: the database cannot be written
@@ -77,11 +79,30 @@ void count_commit(metrics& m, const storage::commit_stats& stats, std::size_t ou
   m.observe(writer_metrics::duration, {}, seconds);
 }
 
-/// The buffered-outcomes gauge, after the buffer changed.
-void note_buffered(writer_ptr self) {
-  auto& st = self->state;
+/// True when the outcome put a file into the library (a copy, thumbnails, a preview):
+/// a batch holding one needs the durability barrier before its commit.
+bool wrote_library(const file_outcome& o) {
+  return o.status == file_status::ok
+         && (o.stg != stage::sync || (o.touches_media && !o.library_path.empty()));
+}
+
+/// Outcomes that wrote nothing (unchanged files, skips and failures the coordinator
+/// decided) are buffered up to this many times `batch_size` before they force a commit:
+/// a no-change pass commits once per this many files instead of once per scan chunk.
+constexpr std::size_t record_only_factor = 8;
+
+/// The buffered-outcomes gauge, after the buffer grew.
+void show_buffered(const writer_state& st) {
   if (st.settings.metrics)
     st.settings.metrics->set(writer_metrics::buffered, {}, static_cast<double>(st.buffer.size()));
+}
+
+/// After outcomes left the buffer (a commit, a finished job): recount, show the gauge.
+void note_buffered(writer_ptr self) {
+  auto& st = self->state;
+  st.buffered_writes =
+    static_cast<std::size_t>(std::count_if(st.buffer.begin(), st.buffer.end(), wrote_library));
+  show_buffered(st);
 }
 
 job_progress to_progress(const job_row& row, std::uint64_t committed) {
@@ -105,25 +126,16 @@ void commit_job(writer_ptr self, std::uint64_t job_id, std::vector<file_outcome>
     return;
   }
   auto& job = it->second;
-  bool wrote_library = false;
-  for (auto& o : outs)
-    if (o.status == file_status::ok
-        && (o.stg != stage::sync || (o.touches_media && !o.library_path.empty()))) {
-      wrote_library = true;
-      break;
-    }
   auto barrier = std::chrono::steady_clock::now();
-  if (wrote_library && job.dest_fd >= 0)
+  if (job.dest_fd >= 0 && std::any_of(outs.begin(), outs.end(), wrote_library))
     sync_filesystem(job.dest_fd, job.dest_root);
   auto t0 = std::chrono::steady_clock::now();
-  auto stats = st.db->commit(job_id, job.source_root, outs);
+  // The scan's total rides in the batch's transaction (one durable write, not two).
+  auto stats = st.db->commit(job_id, job.source_root, outs, job.pending_total);
+  job.pending_total = 0;
   if (st.settings.metrics)  // counted at once: a later step failing redoes a committed batch
     count_commit(*st.settings.metrics, stats, outs.size(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - barrier).count());
-  if (job.pending_total > 0) {
-    st.db->raise_total(job_id, job.pending_total);
-    job.pending_total = 0;
-  }
   auto row = st.db->job(job_id);
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(
               std::chrono::steady_clock::now() - t0).count();
@@ -388,12 +400,15 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
         // The coordinator was told (fatal); it stops dispatching. Nothing here is durable.
         return;
       }
-      for (auto& o : outs)
+      for (auto& o : outs) {
+        st.buffered_writes += wrote_library(o) ? 1 : 0;
         st.buffer.push_back(std::move(o));
-      note_buffered(self);
+      }
+      show_buffered(st);
       if (st.lost_since) {
         // Reconnecting: the retry timer commits; the coordinator's window bounds the buffer.
-      } else if (st.buffer.size() >= st.settings.batch_size) {
+      } else if (st.buffered_writes >= st.settings.batch_size
+                 || st.buffer.size() >= record_only_factor * st.settings.batch_size) {
         commit_all(self);
       } else if (!st.timer_armed) {
         st.timer_armed = true;

@@ -22,6 +22,10 @@ namespace ms {
 namespace {
 
 constexpr std::size_t scan_chunk = 256;
+/// Scanned chunks whose database lookup may be in flight at once: the scan of the next
+/// chunk (file-system calls, this actor's thread) overlaps the lookup of the previous one
+/// (the writer's thread).
+constexpr std::size_t lookahead_chunks = 2;
 
 struct coordinator_state {
   static inline const char* name = "sync_coordinator";
@@ -37,12 +41,14 @@ struct coordinator_state {
   std::array<std::vector<file_worker_actor>, stage_count> idle;  ///< per stage: workers without a task
   std::map<caf::actor_addr, file_task> assigned;  ///< the task each busy worker holds
   std::array<std::deque<file_task>, stage_count> pending;  ///< per stage: waiting for a worker
-  std::vector<scan_entry> chunk;             ///< scanned, waiting for the lookup reply
+  /// Scanned chunks waiting for their lookup reply, by request number.
+  std::map<std::uint64_t, std::vector<scan_entry>> looking_up;
+  std::uint64_t next_lookup = 0;
   std::uint64_t inflight = 0;                ///< sent to a worker or the writer, not yet durable
   job_progress last;                         ///< last durable ack
 
   bool opened = false;
-  bool lookup_pending = false;
+  std::size_t lookups_pending = 0;            ///< chunk lookups and the empty-source check
   bool scan_done = false;
   bool stopping = false;
   bool finishing = false;
@@ -255,11 +261,11 @@ void on_outcome(coord_ptr self, file_outcome out) {
 }
 
 /// Turns a scanned chunk and what the database knows of it into outcomes and tasks.
-void decide(coord_ptr self, std::vector<known_file>& known) {
+void decide(coord_ptr self, std::vector<scan_entry>& chunk, std::vector<known_file>& known) {
   auto& st = self->state;
   std::vector<file_outcome> direct;
-  for (std::size_t i = 0; i < st.chunk.size(); ++i) {
-    auto& e = st.chunk[i];
+  for (std::size_t i = 0; i < chunk.size() && i < known.size(); ++i) {
+    auto& e = chunk[i];
     auto& k = known[i];
     if (k.has_result) {
       // Ingested by an earlier run of this job: only its uncommitted image stages remain.
@@ -299,7 +305,6 @@ void decide(coord_ptr self, std::vector<known_file>& known) {
     }
     st.pending[idx(stage::sync)].push_back(std::move(t));
   }
-  st.chunk.clear();
   send_to_writer(self, std::move(direct));
 }
 
@@ -336,7 +341,7 @@ void finish(coord_ptr self) {
 
 void maybe_finish(coord_ptr self) {
   auto& st = self->state;
-  if (st.finishing || !st.assigned.empty() || st.lookup_pending)
+  if (st.finishing || !st.assigned.empty() || st.lookups_pending > 0)
     return;
   bool ending = st.stopping || !st.fatal.empty();
   bool idle = std::all_of(st.pending.begin(), st.pending.end(),
@@ -398,11 +403,11 @@ void end_of_scan(coord_ptr self) {
     return;
   }
   // An empty source the database knows files under is likely unmounted: refuse.
-  st.lookup_pending = true;
+  ++st.lookups_pending;
   self->request(st.writer, caf::infinite, known_atom::value, st.spec.source_root)
     .then(
       [=](std::uint64_t n) {
-        self->state.lookup_pending = false;
+        --self->state.lookups_pending;
         if (n > 0)
           fail(self, "source '" + self->state.spec.source_root + "' is empty, but the database "
                        "knows " + std::to_string(n) + " file(s) under it (not mounted?); "
@@ -412,46 +417,54 @@ void end_of_scan(coord_ptr self) {
           maybe_finish(self);
       },
       [=](caf::error& err) {
-        self->state.lookup_pending = false;
+        --self->state.lookups_pending;
         fail(self, "database lookup failed: " + error_text(self->system(), err));
       });
 }
 
 void scan_more(coord_ptr self) {
   auto& st = self->state;
-  st.chunk.clear();
+  std::vector<scan_entry> chunk;
   bool more;
   try {
-    more = st.scan->next(st.chunk, scan_chunk);
+    more = st.scan->next(chunk, scan_chunk);
   } catch (const std::exception& e) {
     fail(self, e.what());
     return;
   }
-  if (!more && st.chunk.empty()) {
+  if (!more && chunk.empty()) {
     end_of_scan(self);
     return;
   }
   self->send(st.writer, total_atom::value, st.spec.job_id, st.scan->count());
   std::vector<std::string> paths;
-  paths.reserve(st.chunk.size());
-  for (auto& e : st.chunk)
+  paths.reserve(chunk.size());
+  for (auto& e : chunk)
     paths.push_back(e.path);
-  st.lookup_pending = true;
+  auto n = st.next_lookup++;
+  st.looking_up.emplace(n, std::move(chunk));
+  ++st.lookups_pending;
   self->request(st.writer, caf::infinite, lookup_atom::value, st.spec.job_id, std::move(paths))
     .then(
       [=](std::vector<known_file>& known) {
         auto& st = self->state;
-        st.lookup_pending = false;
+        --st.lookups_pending;
+        auto it = st.looking_up.find(n);
+        if (it == st.looking_up.end())
+          return;
+        auto chunk = std::move(it->second);
+        st.looking_up.erase(it);
         if (st.stopping || !st.fatal.empty()) {
-          st.chunk.clear();  // not recorded: a resume scans it again
-          maybe_finish(self);
+          maybe_finish(self);  // the chunk is not recorded: a resume scans it again
           return;
         }
-        decide(self, known);
+        decide(self, chunk, known);
         pump(self);
       },
       [=](caf::error& err) {
-        self->state.lookup_pending = false;
+        auto& st = self->state;
+        --st.lookups_pending;
+        st.looking_up.erase(n);
         fail(self, "database lookup failed: " + error_text(self->system(), err));
       });
 }
@@ -551,9 +564,11 @@ void pump(coord_ptr self) {
         dispatch(self, std::move(w), std::move(t));
       }
     }
-    // Scan ahead one chunk at most: memory holds the window plus two chunks, whatever the tree.
-    if (!st.scan_done && !st.lookup_pending && st.pending[idx(stage::sync)].size() < scan_chunk
-        && outstanding(st) < st.spec.window)
+    // Scan ahead while fewer than `lookahead_chunks` lookups are out and less than a chunk
+    // waits for a worker: memory holds the window plus three chunks, whatever the tree.
+    while (!st.scan_done && st.fatal.empty() && st.looking_up.size() < lookahead_chunks
+           && st.pending[idx(stage::sync)].size() < scan_chunk
+           && outstanding(st) < st.spec.window)
       scan_more(self);
   }
   maybe_finish(self);

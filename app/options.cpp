@@ -131,7 +131,8 @@ const std::vector<setting_def>& table() {
        o.db_reconnect_limit = duration_in(v, 1, ms_t{0}, ms_t{86400000});
      }},
     // -- [writer]
-    {"writer", "batch-size", "int 1..100000", "200", "commit when this many outcomes are buffered",
+    {"writer", "batch-size", "int 1..100000", "200",
+     "commit when this many outcomes that wrote library files (or 8x as many in all) are buffered",
      global, val,
      [](options& o, const std::string& v) { o.batch_size = parse_uint(v, 1, 100000); }},
     {"writer", "flush-interval", "duration", "100ms",

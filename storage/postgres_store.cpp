@@ -1562,7 +1562,8 @@ std::uint64_t postgres_store::count_known(const std::string& source_root) {
 }
 
 commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& source_root,
-                                    const std::vector<file_outcome>& outcomes) {
+                                    const std::vector<file_outcome>& outcomes,
+                                    std::uint64_t total) {
   auto what = [&] {
     return "commit of " + std::to_string(outcomes.size()) + " results for job " +
            std::to_string(job_id) + " failed";
@@ -1572,7 +1573,10 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     if (o.job_id != job_id)
       d_->fail(errc::io, what() + ": an outcome belongs to job " + std::to_string(o.job_id));
   commit_stats stats;
-  if (outcomes.empty()) return stats;
+  if (outcomes.empty()) {
+    if (total > 0) raise_total(job_id, total);
+    return stats;
+  }
 
   // A (path, stage) repeated within the batch: the first one counts (as with
   // one INSERT ... ON CONFLICT DO NOTHING after the other).
@@ -1713,6 +1717,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
                                    stage_count_of(stage::watermark, file_status::skipped));
           if (r.empty()) d.fail(errc::not_found, what() + ": no such job"); // rolls back
           if (has_images) d.exec_images(w, root);
+          if (total > 0) w.exec_prepared("ms_raise_total", to_i64(job_id), to_i64(total));
           fresh.assign(rows.size(), 1); // every row of a successful COPY is new
           commit_or_doubt(w);
           return rows.size();
@@ -1788,6 +1793,7 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
         for (std::size_t i = 0; i < rows.size(); ++i)
           if (fresh[i] && touches_image_columns(*rows[i])) images.push_back(rows[i]);
         if (d.build_images(images)) d.exec_images(w, root);
+        if (total > 0) w.exec_prepared("ms_raise_total", to_i64(job_id), to_i64(total));
         commit_or_doubt(w);
         return n;
       });

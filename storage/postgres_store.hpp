@@ -216,8 +216,9 @@ public:
   /// connection_lost (nothing written, except when the connection broke during
   /// COMMIT: then re-applying the batch is the way to know) when the
   /// connection is gone.
+  using store::commit;
   commit_stats commit(std::uint64_t job_id, const std::string& source_root,
-                      const std::vector<file_outcome>& outcomes) override;
+                      const std::vector<file_outcome>& outcomes, std::uint64_t total) override;
   std::uint64_t mark_missing(std::uint64_t job_id, const std::string& source_root) override;
   row_counts count_rows(std::uint64_t job_id) override;
   std::vector<node_rows> node_counts(std::uint64_t job_id) override;

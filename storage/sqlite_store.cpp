@@ -98,6 +98,50 @@ INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_f
     R"sql(
 ALTER TABLE file_results ADD COLUMN node TEXT;
 )sql",
+    // version 4: the same CHECK constraints written as OR chains. SQLite 3.40 evaluates
+    // "x IN (three or more constants)" by building an ephemeral index at every execution
+    // of a statement, twice per file_results row inserted (~2.8 us of the ~4 us an insert
+    // costs; docs/benchmarks.md, "Scale"); "x = a OR x = b OR x = c" is the same
+    // constraint, with the same error, at a fraction of the cost. SQLite cannot alter a
+    // constraint in place: each table is rebuilt (its documented procedure: create the
+    // new table, copy the rows, drop the old one, rename the new one) with the same
+    // columns in the same order, names and keys. Readers see the same tables and columns.
+    R"sql(
+CREATE TABLE file_results_v4 (
+  job_id      INTEGER NOT NULL,
+  path        TEXT    NOT NULL,
+  stage       TEXT    NOT NULL
+              CHECK (stage = 'sync' OR stage = 'processing' OR stage = 'watermark'),
+  status      TEXT    NOT NULL
+              CHECK (status = 'ok' OR status = 'skipped' OR status = 'failed'),
+  size        INTEGER NOT NULL DEFAULT 0,
+  sha256      TEXT,
+  error       TEXT,
+  duration_us INTEGER NOT NULL DEFAULT 0,
+  recorded_at TEXT    NOT NULL,
+  node        TEXT,
+  PRIMARY KEY (job_id, path, stage)
+) WITHOUT ROWID;
+INSERT INTO file_results_v4
+  (job_id, path, stage, status, size, sha256, error, duration_us, recorded_at, node)
+  SELECT job_id, path, stage, status, size, sha256, error, duration_us, recorded_at, node
+  FROM file_results;
+DROP TABLE file_results;
+ALTER TABLE file_results_v4 RENAME TO file_results;
+CREATE TABLE job_stage_counters_v4 (
+  job_id        INTEGER NOT NULL,
+  stage         TEXT    NOT NULL
+                CHECK (stage = 'sync' OR stage = 'processing' OR stage = 'watermark'),
+  ok_files      INTEGER NOT NULL DEFAULT 0,
+  failed_files  INTEGER NOT NULL DEFAULT 0,
+  skipped_files INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (job_id, stage)
+) WITHOUT ROWID;
+INSERT INTO job_stage_counters_v4 (job_id, stage, ok_files, failed_files, skipped_files)
+  SELECT job_id, stage, ok_files, failed_files, skipped_files FROM job_stage_counters;
+DROP TABLE job_stage_counters;
+ALTER TABLE job_stage_counters_v4 RENAME TO job_stage_counters;
+)sql",
 };
 static_assert(std::size(migrations) == sqlite_schema_version,
               "sqlite_schema_version must equal the number of migrations");
@@ -677,7 +721,8 @@ struct sqlite_store::impl {
          " failed_files = failed_files + ?3,"
          " skipped_files = skipped_files + ?4,"
          " processed_bytes = processed_bytes + ?5,"
-         " updated_at = ?6"
+         " updated_at = ?6,"
+         " total_files = max(total_files, ?7)"
          " WHERE id = ?1");
     prep(lookup_media,
          "SELECT size, mtime_ns, sha256, mime, library_path, missing, thumbnail_paths,"
@@ -884,7 +929,8 @@ std::uint64_t sqlite_store::count_known(const std::string& source_root) {
 }
 
 commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& source_root,
-                                  const std::vector<file_outcome>& outcomes) {
+                                  const std::vector<file_outcome>& outcomes,
+                                  std::uint64_t total) {
   auto what = [&] {
     return "commit of " + std::to_string(outcomes.size()) + " results for job " +
            std::to_string(job_id) + " failed";
@@ -894,7 +940,10 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
     if (o.job_id != job_id)
       d_->fail(errc::io, what() + ": an outcome belongs to job " + std::to_string(o.job_id));
   commit_stats stats;
-  if (outcomes.empty()) return stats;
+  if (outcomes.empty()) {
+    if (total > 0) raise_total(job_id, total);
+    return stats;
+  }
 
   const std::string ts = now_iso(); // one timestamp per commit
   sqlite3* db = d_->db.get();
@@ -981,6 +1030,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
   up.bind(4, skipped);
   up.bind(5, bytes);
   up.bind_text(6, ts);
+  up.bind(7, total);
   d_->run(up, what());
   if (sqlite3_changes(db) != 1) d_->fail(errc::not_found, what() + ": no such job");
   for (int sg = 0; sg < static_cast<int>(stage_count); ++sg) {

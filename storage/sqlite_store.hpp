@@ -16,6 +16,8 @@
 //   job_stage_counters(job_id, stage, ok_files, failed_files, skipped_files)  [v2]
 //             PRIMARY KEY (job_id, stage): per-stage counts, equal to the job's
 //             file_results rows of that stage in every committed state
+//   [v4] the CHECK constraints of file_results and job_stage_counters written as OR
+//             chains (same constraints; the tables are rebuilt by the migration)
 // Text conventions:
 //   - paths are TEXT holding the exact bytes given (possibly invalid UTF-8, may
 //     contain newlines or quotes); they round-trip byte-exact;
@@ -49,7 +51,7 @@
 namespace ms::storage {
 
 /// The schema version this binary creates and understands.
-inline constexpr int sqlite_schema_version = 3;
+inline constexpr int sqlite_schema_version = 4;
 
 /// The SQL of migration `version` (1 .. sqlite_schema_version; it brings the
 /// schema from version - 1 to version, without the schema_version row), or ""
@@ -92,8 +94,9 @@ public:
   /// the outcome keeps the stored value (an unchanged skip need not re-send
   /// them); size, mtime_ns and last_job_id are always written, missing reset.
   /// Throws not_found (nothing written) if the job does not exist.
+  using store::commit;
   commit_stats commit(std::uint64_t job_id, const std::string& source_root,
-                      const std::vector<file_outcome>& outcomes) override;
+                      const std::vector<file_outcome>& outcomes, std::uint64_t total) override;
   std::uint64_t mark_missing(std::uint64_t job_id, const std::string& source_root) override;
   row_counts count_rows(std::uint64_t job_id) override;
   std::vector<node_rows> node_counts(std::uint64_t job_id) override;

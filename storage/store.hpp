@@ -100,8 +100,17 @@ public:
   /// and adds exactly the newly inserted rows to the job's counters.
   /// Idempotent: applying the same outcomes twice changes nothing the second time.
   /// All outcomes must belong to `job_id`; `source_root` is that job's source root.
+  /// A non-zero `total` also raises the job's total_files to at least `total` (as
+  /// raise_total), in the same transaction: one durable write per batch, not two.
   virtual commit_stats commit(std::uint64_t job_id, const std::string& source_root,
-                              const std::vector<file_outcome>& outcomes) = 0;
+                              const std::vector<file_outcome>& outcomes,
+                              std::uint64_t total) = 0;
+
+  /// commit() leaving total_files as it is.
+  commit_stats commit(std::uint64_t job_id, const std::string& source_root,
+                      const std::vector<file_outcome>& outcomes) {
+    return commit(job_id, source_root, outcomes, 0);
+  }
 
   /// Marks media_items under `source_root` as missing when job `job_id`
   /// (a complete scan of that root) did not see them. Returns how many.

@@ -46,6 +46,16 @@ file_outcome ok_outcome(std::uint64_t job, int i) {
   o.status = file_status::ok;
   o.size = 10;
   o.sha256 = std::string(64, 'a');
+  o.library_path = o.path;  // an ok sync put the file into the library
+  o.touches_media = true;
+  return o;
+}
+
+/// An unchanged file's outcome: recorded, nothing written into the library.
+file_outcome unchanged_outcome(std::uint64_t job, int i) {
+  auto o = ok_outcome(job, i);
+  o.status = file_status::skipped;
+  o.error = "unchanged";
   return o;
 }
 
@@ -93,6 +103,37 @@ TEST_CASE("writer commits when batch-size outcomes are buffered", "[writer]") {
   CHECK(env.reader()->count_rows(job).ok == 25);
   self->send(w, flush_atom::value);
   CHECK(next_ack(self).processed_files == 26);
+  // Outcomes that wrote nothing into the library (unchanged files) wait for 8 times the
+  // batch size: 79 stay buffered, the 80th commits them all.
+  std::vector<file_outcome> skips;
+  for (int i = 0; i < 80; ++i)
+    skips.push_back(unchanged_outcome(job, 200 + i));
+  self->send(w, outcome_atom::value, std::vector<file_outcome>(skips.begin(), skips.end() - 1));
+  early = false;
+  self->receive([&](durable_atom, const job_progress&) { early = true; },
+                caf::after(300ms) >> [] {});
+  CHECK_FALSE(early);
+  CHECK(env.reader()->count_rows(job).skipped == 0);
+  self->send(w, outcome_atom::value, std::vector<file_outcome>{skips.back()});
+  a = next_ack(self);
+  CHECK(a.committed == 80);
+  CHECK(a.skipped_files == 80);
+  // Mixed: 9 buffered skips and 9 ok copies stay buffered, the 10th copy commits all 19.
+  std::vector<file_outcome> mixed;
+  for (int i = 0; i < 9; ++i) {
+    mixed.push_back(unchanged_outcome(job, 300 + i));
+    mixed.push_back(ok_outcome(job, 400 + i));
+  }
+  self->send(w, outcome_atom::value, std::move(mixed));
+  early = false;
+  self->receive([&](durable_atom, const job_progress&) { early = true; },
+                caf::after(300ms) >> [] {});
+  CHECK_FALSE(early);
+  self->send(w, outcome_atom::value, std::vector<file_outcome>{ok_outcome(job, 409)});
+  a = next_ack(self);
+  CHECK(a.committed == 19);
+  CHECK(a.processed_files == 36);
+  CHECK(a.skipped_files == 89);
   self->send_exit(w, caf::exit_reason::user_shutdown);
 }
 
@@ -273,7 +314,9 @@ TEST_CASE("each stage runs with its own concurrency and files flow sync -> proce
     int n = ++g.now;
     for (int m = g.max; n > m && !g.max.compare_exchange_weak(m, n);) {
     }
-    std::this_thread::sleep_for(5ms);  // long enough for the pool to fill up
+    // Long enough for the pool to fill up; processing is the slow stage, so its queue
+    // builds up and all three of its workers are busy at once whatever the timing.
+    std::this_thread::sleep_for(s == stage::processing ? 20ms : 5ms);
     auto out = body();
     --g.now;
     ++g.calls;

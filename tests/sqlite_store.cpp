@@ -214,7 +214,7 @@ TEST_CASE("sqlite_store: opening twice migrates once and records schema_version"
   CHECK_THROWS(raw.rows("SELECT rowid FROM file_results"));
 }
 
-TEST_CASE("sqlite_store: a version 2 database migrates to version 3 keeping its rows",
+TEST_CASE("sqlite_store: a version 2 database migrates to version 3 and 4 keeping its rows",
           "[sqlite_store]") {
   temp_dir t;
   const std::string path = t / "ms.db";
@@ -273,9 +273,38 @@ TEST_CASE("sqlite_store: a version 2 database migrates to version 3 keeping its 
   {
     raw_db raw(path);
     CHECK(raw.rows("SELECT version FROM schema_version ORDER BY version") ==
-          std::vector<std::vector<std::string>>{{"1"}, {"2"}, {"3"}});
+          std::vector<std::vector<std::string>>{{"1"}, {"2"}, {"3"}, {"4"}});
     CHECK(raw.integer("SELECT COUNT(*) FROM pragma_table_info('file_results')"
                       " WHERE name = 'node' AND type = 'TEXT' AND \"notnull\" = 0") == 1);
+    // Version 4: the constraints are OR chains, the tables keep their names, columns (in
+    // order), keys and rows, and still refuse what the old constraints refused.
+    CHECK(raw.integer("SELECT COUNT(*) FROM sqlite_schema WHERE sql LIKE '% IN (%'"
+                      " AND name IN ('file_results', 'job_stage_counters')") == 0);
+    CHECK(raw.integer("SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%_v4'") == 0);
+    CHECK(raw.rows("SELECT group_concat(name, ',') FROM pragma_table_info('file_results')") ==
+          std::vector<std::vector<std::string>>{
+              {"job_id,path,stage,status,size,sha256,error,duration_us,recorded_at,node"}});
+    CHECK(raw.integer("SELECT COUNT(*) FROM pragma_index_list('file_results')"
+                      " WHERE origin = 'pk'") == 1);
+    CHECK(raw.integer("SELECT COUNT(*) FROM pragma_index_list('job_stage_counters')"
+                      " WHERE origin = 'pk'") == 1);
+    CHECK(raw.integer("SELECT COUNT(*) FROM job_stage_counters") == 2);
+    CHECK(raw.text("PRAGMA integrity_check") == "ok");
+    raw_db rw(path, true);
+    for (const char* bad :
+         {"INSERT INTO file_results (job_id, path, stage, status, recorded_at)"
+          " VALUES (1, 'x', 'thumbnail', 'ok', 't')",
+          "INSERT INTO file_results (job_id, path, stage, status, recorded_at)"
+          " VALUES (1, 'x', 'sync', 'done', 't')",
+          "INSERT INTO job_stage_counters (job_id, stage) VALUES (9, 'Sync')"}) {
+      INFO(bad);
+      try {
+        rw.exec(bad);
+        FAIL("accepted");
+      } catch (const std::exception& e) {
+        CHECK(contains(e.what(), "CHECK constraint failed"));
+      }
+    }
     // The rows are kept, without a node.
     CHECK(raw.integer("SELECT COUNT(*) FROM file_results") == 3);
     CHECK(raw.integer("SELECT COUNT(*) FROM file_results WHERE node IS NULL") == 3);
@@ -329,7 +358,7 @@ TEST_CASE("sqlite_store: a version 2 database migrates to version 3 keeping its 
   }
   // Opening again migrates nothing; read_only now works.
   open_store(path).reset();
-  CHECK(raw_db(path).integer("SELECT COUNT(*) FROM schema_version") == 3);
+  CHECK(raw_db(path).integer("SELECT COUNT(*) FROM schema_version") == 4);
   auto ro = open_store(path, open_mode::read_only);
   CHECK(ro->job(1)->processed_files == 2);
 }

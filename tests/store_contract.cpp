@@ -296,8 +296,9 @@ void failing_commits_write_nothing(const open_fn& open) {
   {
     auto batch = mixed_batch(job, 0, 20);
     batch.back().status = static_cast<file_status>(7); // violates the status CHECK
-    auto e = expect_error([&] { st->commit(job, "/src", batch); });
+    auto e = expect_error([&] { st->commit(job, "/src", batch, 99); });
     CHECK(e.code == errc::io);
+    CHECK(st->job(job)->total_files == 0);  // the total rode in the failed transaction
   }
   {
     auto batch = mixed_batch(job, 0, 20);
@@ -361,6 +362,17 @@ void jobs_are_created_finished_totalled_and_listed(const open_fn& open) {
   }
   CHECK(st->job(b)->total_files == 0);
   CHECK(expect_error([&] { st->raise_total(c + 100, 1); }).code == errc::not_found);
+  // commit() raises the total in the batch's transaction, never lowers it, and with no
+  // outcomes still raises it.
+  CHECK(st->commit(b, "/src", mixed_batch(b, 0, 4), 40).inserted == 4);
+  CHECK(st->job(b)->total_files == 40);
+  CHECK(st->commit(b, "/src", mixed_batch(b, 4, 4), 30).inserted == 4);
+  CHECK(st->job(b)->total_files == 40);
+  CHECK(st->commit(b, "/src", mixed_batch(b, 0, 4), 45).inserted == 0);  // redone batch
+  CHECK(st->job(b)->total_files == 45);
+  st->commit(b, "/src", {}, 50);
+  CHECK(st->job(b)->total_files == 50);
+  require_counters_match_rows(*st, b);
 
   for (std::string bad : {"{", "[1,2]", "42", "not json"}) {
     INFO("settings " << bad);
