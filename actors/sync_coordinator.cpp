@@ -130,9 +130,29 @@ bool library_has(coord_ptr self, const std::string& library_path, std::uint64_t 
   struct stat sb;
   if (self->state.dest_fd < 0 || library_path.empty())
     return false;
-  if (::fstatat(self->state.dest_fd, library_path.c_str(), &sb, AT_SYMLINK_NOFOLLOW) != 0)
-    return false;
-  return S_ISREG(sb.st_mode) && static_cast<std::uint64_t>(sb.st_size) == size;
+  int rc = ::fstatat(self->state.dest_fd, library_path.c_str(), &sb, AT_SYMLINK_NOFOLLOW);
+  if (rc != 0 && errno == ENAMETOOLONG) {
+    // Longer than PATH_MAX (a deep tree): one folder at a time, as the ingest writes it.
+    int dir = -1;
+    std::size_t begin = 0;
+    for (auto slash = library_path.find('/'); slash != std::string::npos;
+         slash = library_path.find('/', begin)) {
+      auto name = library_path.substr(begin, slash - begin);
+      int next = ::openat(dir < 0 ? self->state.dest_fd : dir, name.c_str(),
+                          O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (dir >= 0)
+        ::close(dir);
+      dir = next;
+      if (dir < 0)
+        return false;
+      begin = slash + 1;
+    }
+    rc = ::fstatat(dir < 0 ? self->state.dest_fd : dir, library_path.c_str() + begin, &sb,
+                   AT_SYMLINK_NOFOLLOW);
+    if (dir >= 0)
+      ::close(dir);
+  }
+  return rc == 0 && S_ISREG(sb.st_mode) && static_cast<std::uint64_t>(sb.st_size) == size;
 }
 
 bool stage_on(const coordinator_state& st, stage s) {
