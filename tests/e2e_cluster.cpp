@@ -33,19 +33,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Polls `pred` every 50 ms until it holds or `timeout` passes; returns whether it held.
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (pred())
-      return true;
-    if (std::chrono::steady_clock::now() > end)
-      return false;
-    std::this_thread::sleep_for(50ms);
-  }
-}
-
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

@@ -268,7 +268,7 @@ void crash_anywhere(const std::string& backend, bool named_temps, std::size_t n_
     bool exited = false;
     int rc = -1;
     if (!early) {
-      const auto deadline = t0 + 30s;
+      const auto deadline = t0 + 30s * time_scale;
       for (;;) {
         int st = 0;
         if (::waitpid(pid, &st, WNOHANG) == pid) {

@@ -96,7 +96,7 @@ private:
 /// Waits at most `limit` for `pid`; a process still running then is killed (SIGKILL) and
 /// reported as hung (-1).
 int wait_at_most(int pid, std::chrono::seconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
+  auto end = std::chrono::steady_clock::now() + limit * time_scale;
   for (;;) {
     int status = 0;
     int r = ::waitpid(pid, &status, WNOHANG);
@@ -267,7 +267,7 @@ std::string integrity(const std::string& file) {
 
 /// Waits until the job has committed at least `n` ok sync rows (or 20 s passed).
 bool wait_for_rows(const std::function<long()>& processed, long n) {
-  auto end = std::chrono::steady_clock::now() + 20s;
+  auto end = std::chrono::steady_clock::now() + 20s * time_scale;
   while (std::chrono::steady_clock::now() < end) {
     try {
       if (processed() >= n)
@@ -500,7 +500,7 @@ void slow_commits(const std::string& url) {
 /// Waits (at most 20 s) until the job's writer is inside a COMMIT with at least one ok
 /// row already committed; true if it saw one.
 bool wait_for_commit_in_flight(const std::string& url) {
-  auto end = std::chrono::steady_clock::now() + 20s;
+  auto end = std::chrono::steady_clock::now() + 20s * time_scale;
   try {
     pqxx::connection c(url);
     pqxx::nontransaction n(c);

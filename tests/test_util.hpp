@@ -1,8 +1,10 @@
 // Helpers shared by the tests: temp dirs, files, running the real binary.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ms::test {
@@ -52,6 +54,29 @@ int start_mediasync(const std::vector<std::string>& args, const std::string& log
                     const std::string& cwd = {});
 /// Waits for `pid`; returns its exit status or 128+signal.
 int wait_pid(int pid);
+
+/// How many times slower the suite runs in this build: the tests multiply the time limits
+/// of their waits by it. Under ThreadSanitizer the binary, CAF's message passing and
+/// libvips run 5-15 times slower; other builds (ASan included) keep the plain limits.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int time_scale = 10;
+#else
+inline constexpr int time_scale = 1;
+#endif
+
+/// Polls `pred` every 50 ms until it holds or `timeout` (times time_scale) passes;
+/// returns whether it held.
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout * time_scale;
+  for (;;) {
+    if (pred())
+      return true;
+    if (std::chrono::steady_clock::now() > end)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  }
+}
 
 /// Runs `promtool check metrics` (Debian package prometheus, installed by
 /// scripts/setup.sh) on `exposition` (Prometheus text format, on its stdin).
