@@ -275,6 +275,10 @@ void url_seeds() {
   structured(2, false, 0, "a\\ bcdefgh\n\ndb\n");          // backslash-escaped blank
   // Not a leak before, but one during the fix: "://" inside a key=value value.
   structured(3, false, 0, "postgres://x?a=1&pw=2\nms\ndb\n");
+  // Not a leak: the oracle's own false alarm, a password ("abas") found in the message's
+  // fixed words ("database"); the slot holds a second password=, after \v blanks.
+  put("url", "oracle-database-word",
+      std::string("%\xf7\vport=&\0\vpassword=abas\vhost=host=db user=", 43));
   put_dict("url", {"postgresql://", "postgres://", "sqlite:", "sqlite://", "://", "@", ":", "/",
                    "?", "&", "#", "=", "%", "%25", "%40", "%2F", "%00", "%zz", "'", "\\", "\\'",
                    " ", "\t", "password", "password=", "pass%77ord", "host=", "hostaddr=",
