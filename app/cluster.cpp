@@ -12,7 +12,9 @@
 #include <openssl/x509.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -181,10 +183,23 @@ int cmd_worker(const options& given, const std::vector<assignment>& cli) {
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
-        for (;;) {
+        for (bool armed = false;;) {
           int sig = 0;
-          if (sigwait(&set, &sig) == 0)
-            caf::anon_send(me, term_atom::value);
+          if (sigwait(&set, &sig) != 0)
+            continue;
+          caf::anon_send(me, term_atom::value);
+          if (armed)
+            continue;
+          armed = true;
+          // A worker node holds nothing durable (the coordinator requeues what it had), so
+          // its stop is bounded: CAF 0.17 has been seen to hang at a clustered teardown
+          // (app/engine.cpp), and once a worker node did not get past its stop at all.
+          std::thread([] {
+            std::this_thread::sleep_for(std::chrono::seconds(10));
+            spdlog::warn("worker node: did not stop within 10 s of the signal; exiting");
+            spdlog::default_logger()->flush();
+            std::_Exit(exit_code::ok);
+          }).detach();
         }
       }).detach();
     }
