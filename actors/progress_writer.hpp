@@ -12,7 +12,9 @@ namespace storage { class store; }
 class metrics;
 
 struct writer_settings {
-  std::size_t batch_size = 200;                        ///< commit when this many are buffered
+  /// Commit when this many outcomes that wrote into the library are buffered, or 8 times
+  /// as many outcomes in all (those that wrote nothing: unchanged files, skips).
+  std::size_t batch_size = 200;
   std::chrono::milliseconds flush_interval{100};       ///< ... or when the oldest waited this long
   /// A lost database connection is retried with exponential backoff from `reconnect_initial`
   /// up to `reconnect_max` per wait; after `reconnect_limit` the jobs end interrupted.
