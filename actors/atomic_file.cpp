@@ -85,25 +85,6 @@ const struct timespec process_start = now_realtime();
 std::mutex swept_mutex;
 std::set<std::pair<dev_t, ino_t>> swept_roots;  // guarded by swept_mutex
 
-bool write_all(int fd, const void* data, std::size_t n) {
-  auto p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return false;
-    }
-    if (w == 0) {
-      errno = EIO;
-      return false;
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
 /// Decimal digits without leading zeros (a lone "0" allowed), at most `max_digits`.
 bool plain_number(std::string_view s, std::size_t max_digits) {
   if (s.empty() || s.size() > max_digits || (s.size() > 1 && s[0] == '0'))
@@ -182,6 +163,25 @@ struct sweeper {
 };
 
 } // namespace
+
+bool write_all(int fd, const void* data, std::size_t n) {
+  auto p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return false;
+    }
+    if (w == 0) {
+      errno = EIO;
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
 
 bool tmpfile_unsupported(int e) {
   return e == EOPNOTSUPP || e == EISDIR || e == EINVAL;

@@ -54,6 +54,10 @@ bool parse_temp_name(std::string_view name, long& pid);
 /// (any directory fd, O_PATH is fine). -1 with errno on failure.
 int open_unnamed(int dir, mode_t mode);
 
+/// Writes all `n` bytes to `fd` (short writes continued, EINTR retried); false with errno
+/// set on failure (EIO for a write that wrote nothing).
+bool write_all(int fd, const void* data, std::size_t n);
+
 /// Creates a named temporary file in `dir` (O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW), skipping
 /// names already taken (up to temp_name_attempts). Returns the fd with its name in
 /// `name`, or -1 with errno.

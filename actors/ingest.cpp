@@ -365,24 +365,6 @@ struct ingestor::impl {
     return fd;
   }
 
-  static bool write_all(int fd, const unsigned char* p, std::size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0) {
-        if (errno == EINTR)
-          continue;
-        return false;
-      }
-      if (w == 0) {
-        errno = EIO;
-        return false;
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-    }
-    return true;
-  }
-
   /// One pass over `fd` from its current offset: hashes, captures the head and
   /// copies to `out` (if >= 0). Returns false with `error` set on an I/O error.
   bool pass(int fd, int out, std::uint64_t expected, std::uint64_t& total,
@@ -411,7 +393,7 @@ struct ingestor::impl {
         head_len += k;
       }
       EVP_DigestUpdate(ctx, b, un);
-      if (out >= 0 && !write_all(out, b, un)) {
+      if (out >= 0 && !atomic_file::write_all(out, b, un)) {
         error = "library write failed: " + errno_text(errno);
         return false;
       }
