@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
@@ -94,24 +95,34 @@ const char* bracket_end(const char* p, const char* pe) {
   return j < pe ? j : nullptr;
 }
 
-/// One match of a glob against a text. `failed` remembers the (pattern position, text
-/// position) pairs already known not to match, so backtracking over '*' and '**' visits
-/// each pair once: O(|pattern| * |text|) steps, where plain backtracking is exponential
-/// in the number of stars ("*a*a*a*a*a*a*a*b" on a long name of 'a's).
+/// One match of a glob against a text. Plain backtracking over '*' and '**' is
+/// exponential in the number of stars ("*a*a*a*a*a*a*a*b" on a long name of 'a's), so a
+/// match first runs without memory under a step budget linear in the sizes (enough for
+/// every ordinary glob), and only a match that runs out of it is redone with `failed`,
+/// which remembers the (pattern position, text position) pairs already known not to
+/// match: each pair is then visited once, O(|pattern| * |text|) steps.
 struct glob_state {
   const char* pbeg;
   const char* pe;
   const char* sbeg;
   const char* se;
   std::vector<bool> failed;  ///< [(p - pbeg) * (se - sbeg + 1) + (s - sbeg)]; empty: no memo
+  std::size_t budget = 0;    ///< steps left before a match without memo gives up
+  bool out_of_steps = false;
 };
 
 bool glob_rec(glob_state& g, const char* p, const char* s);
 
-/// glob_rec, remembering failures.
+/// glob_rec, remembering failures (or counting steps, without the table).
 bool glob_at(glob_state& g, const char* p, const char* s) {
-  if (g.failed.empty())
+  if (g.failed.empty()) {
+    if (g.budget == 0) {
+      g.out_of_steps = true;
+      return false;
+    }
+    --g.budget;
     return glob_rec(g, p, s);
+  }
   auto key = static_cast<std::size_t>(p - g.pbeg) * static_cast<std::size_t>(g.se - g.sbeg + 1)
              + static_cast<std::size_t>(s - g.sbeg);
   if (g.failed[key])
@@ -183,11 +194,21 @@ bool glob_rec(glob_state& g, const char* p, const char* s) {
 
 bool glob_match(std::string_view pat, std::string_view text) {
   glob_state g{pat.data(), pat.data() + pat.size(), text.data(), text.data() + text.size(), {}};
-  // Only stars backtrack. (A glob so long that the table would pass 64 Mbit is matched
-  // without it.)
+  // Only stars backtrack.
+  if (pat.find('*') == std::string_view::npos)
+    return glob_rec(g, g.pbeg, g.sbeg);
+  g.budget = 4 * (pat.size() + text.size()) + 64;
+  if (glob_rec(g, g.pbeg, g.sbeg))
+    return true;  // a match found is a match, budget or not
+  if (!g.out_of_steps)
+    return false;
+  // A glob so long that the table would pass 64 Mbit is matched without it.
   std::size_t cells = (pat.size() + 1) * (text.size() + 1);
-  if (pat.find('*') != std::string_view::npos && cells <= (std::size_t{1} << 26))
+  g.out_of_steps = false;
+  if (cells <= (std::size_t{1} << 26))
     g.failed.assign(cells, false);
+  else
+    g.budget = std::numeric_limits<std::size_t>::max();
   return glob_rec(g, g.pbeg, g.sbeg);
 }
 

@@ -217,6 +217,26 @@ TEST_CASE("scanner: fnmatch features: ?, brackets, classes, escapes", "[scanner]
   CHECK_FALSE(q.accepts("a/b"));  // '?' never matches '/'
 }
 
+TEST_CASE("scanner: globs with many stars on long names still answer, either way", "[scanner][filter]") {
+  // Plain backtracking takes about C(220, 16) steps here (the test would time out);
+  // the step budget runs out and the memoised match answers.
+  std::string stars;
+  for (int i = 0; i < 16; ++i)
+    stars += "*a";
+  const std::string as(220, 'a');
+  path_filter f{{stars + "*b"}, {}};
+  CHECK_FALSE(f.accepts(as));
+  CHECK(f.accepts(as + "b"));
+  CHECK(f.accepts("d/" + as + "xb"));
+  CHECK_FALSE(f.accepts(as + "b/c"));  // a glob without '/' looks at the base name only
+  path_filter deep{{"**/" + stars + "/**/x"}, {}};
+  std::string path;
+  for (int i = 0; i < 12; ++i)
+    path += as.substr(0, 15) + "/";
+  CHECK_FALSE(deep.accepts(path + "y"));
+  CHECK(deep.accepts(path + as.substr(0, 16) + "/z/x"));
+}
+
 TEST_CASE("scanner: prunes_dir is conservative", "[scanner][filter]") {
   path_filter f{{}, {"cache", "*.tmp", "/top", "build/"}};
   CHECK(f.prunes_dir("cache"));
