@@ -746,33 +746,6 @@ bool touches_image_columns(const file_outcome& o) {
   return o.touches_media && o.stg != stage::sync;
 }
 
-/// media_items.thumbnail_paths as JSON text: an array of strings. JSON (and so
-/// jsonb) cannot hold bytes that are not UTF-8: they become U+FFFD, as in the
-/// SQLite backend; so does NUL, which jsonb refuses (\u0000) and which no
-/// file name holds.
-std::string thumbnails_json(const std::vector<std::string>& paths) {
-  auto has_nul = [](const std::string& p) { return p.find('\0') != std::string::npos; };
-  if (std::none_of(paths.begin(), paths.end(), has_nul))
-    return nlohmann::json(paths).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  std::vector<std::string> clean = paths;
-  for (std::string& p : clean)
-    for (std::size_t i = 0; (i = p.find('\0', i)) != std::string::npos; i += 3)
-      p.replace(i, 1, "\xEF\xBF\xBD");
-  return nlohmann::json(clean).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-/// Parses media_items.thumbnail_paths (jsonb text); anything but an array of
-/// strings reads as no paths.
-void thumbnails_from_json(const pqxx::field& f, std::vector<std::string>& out) {
-  out.clear();
-  if (f.is_null()) return;
-  auto j = nlohmann::json::parse(f.c_str(), f.c_str() + f.size(), nullptr, false);
-  if (!j.is_array()) return;
-  out.reserve(j.size());
-  for (auto& e : j)
-    if (e.is_string()) out.push_back(e.get<std::string>());
-}
-
 bool is_leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
 int days_in_month(int y, int m) {
@@ -1408,7 +1381,7 @@ struct postgres_store::impl {
           i_taken.text(ts);
         else
           i_taken.null();
-        i_thumbs.text(thumbnails_json(p->thumbnail_paths));
+        i_thumbs.text(thumbnail_paths_to_json(p->thumbnail_paths));
       } else {
         for (array_literal* a : {&i_width, &i_height, &i_orientation, &i_taken, &i_thumbs})
           a->null();
@@ -1546,7 +1519,9 @@ void postgres_store::lookup(std::uint64_t job_id, const std::string& source_root
       k.missing = field_bool(row[7]);
       k.stages_done = static_cast<std::uint8_t>(field_i64(row[8]));
       k.has_result = (k.stages_done & (1u << static_cast<unsigned>(stage::sync))) != 0;
-      thumbnails_from_json(row[9], k.thumbnail_paths);
+      k.thumbnail_paths = thumbnail_paths_from_json(
+          row[9].is_null() ? std::string_view{} : std::string_view{row[9].c_str(), row[9].size()},
+          k.library_path);
       impl::read_name(row[10], row[11], k.preview_path);
     }
   });

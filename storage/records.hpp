@@ -113,4 +113,17 @@ struct node_rows {
   double seconds = 0;                    ///< first to last of these rows' recorded_at
 };
 
+/// media_items.thumbnail_paths as stored: a JSON array of library-relative paths, for
+/// any program to read. JSON cannot hold bytes that are not UTF-8 (and jsonb no NUL):
+/// each becomes U+FFFD there, so such a path is readable but not exact.
+std::string thumbnail_paths_to_json(const std::vector<std::string>& paths);
+
+/// Parses media_items.thumbnail_paths (anything but an array of strings reads as no
+/// paths). A stored path "DIR/SIZE/<name>.EXT" whose name was written with U+FFFD comes
+/// back with the exact bytes of `library_path` in its place: the text must be exactly
+/// what thumbnail_paths_to_json() makes of that path, so only the path the engine wrote
+/// for this media item is restored (a name that is UTF-8 is stored exactly anyway).
+std::vector<std::string> thumbnail_paths_from_json(std::string_view json,
+                                                   std::string_view library_path);
+
 } // namespace ms

@@ -198,22 +198,6 @@ std::int64_t to_i64(std::uint64_t v) {
 
 std::uint64_t to_u64(std::int64_t v) { return v < 0 ? 0 : static_cast<std::uint64_t>(v); }
 
-/// media_items.thumbnail_paths: a JSON array of library-relative paths. Bytes that are
-/// not UTF-8 (JSON cannot hold them) become U+FFFD: readable, but not exact.
-std::string paths_to_json(const std::vector<std::string>& paths) {
-  return nlohmann::json(paths).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-std::vector<std::string> paths_from_json(const std::string& text) {
-  std::vector<std::string> out;
-  if (text.empty()) return out;
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_array())
-    for (auto& e : j)
-      if (e.is_string()) out.push_back(e.get<std::string>());
-  return out;
-}
-
 std::string parent_dir(const std::string& path) {
   auto pos = path.find_last_of('/');
   if (pos == std::string::npos) return ".";
@@ -894,7 +878,7 @@ void sqlite_store::lookup(std::uint64_t job_id, const std::string& source_root,
       m.col_text(3, k.mime);
       m.col_text(4, k.library_path);
       k.missing = m.col_int(5) != 0;
-      k.thumbnail_paths = paths_from_json(m.col_text(6));
+      k.thumbnail_paths = thumbnail_paths_from_json(m.col_text(6), k.library_path);
       m.col_text(7, k.preview_path);
     } else {
       k.has_media = false;
@@ -999,7 +983,7 @@ commit_stats sqlite_store::commit(std::uint64_t job_id, const std::string& sourc
       si.bind(4, static_cast<std::int64_t>(o.height));
       si.bind(5, static_cast<std::int64_t>(o.orientation));
       si.bind_opt_text(6, o.taken_at);
-      const std::string thumbs = paths_to_json(o.thumbnail_paths);  // bound, not copied
+      const std::string thumbs = thumbnail_paths_to_json(o.thumbnail_paths);  // bound, not copied
       si.bind_text(7, thumbs);
       d_->run(si, what());
     } else if (o.touches_media && o.stg == stage::watermark) {

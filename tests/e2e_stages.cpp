@@ -129,3 +129,35 @@ TEST_CASE("no-thumbnails option runs the sync stage only", "[e2e][stages]") {
   CHECK(count(db, "SELECT count(*) FROM file_results WHERE stage <> 'sync'") == 0);
   sqlite3_close(db);
 }
+
+TEST_CASE("a later run watermarks the thumbnails of a name that is not UTF-8", "[e2e][stages]") {
+  // media_items.thumbnail_paths is JSON, which holds U+FFFD for the byte 0xE9; the
+  // watermark stage of the second run must still open the thumbnail the first made.
+  ms::imaging_init(1);
+  temp_dir t;
+  fs::create_directories(t / "src/d\xe9j\xe0");
+  const std::string name = "d\xe9j\xe0/caf\xe9.jpg";
+  noisy(400, 300, 7).write_to_file((t / "src" + "/" + name).c_str());
+  auto r1 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none",
+                           "--no-watermark"});
+  INFO(r1.err);
+  REQUIRE(r1.exit_code == 0);
+  CHECK(fs::exists(t / "lib/.thumbnails/1024/" + name + ".jpg"));
+  CHECK_FALSE(fs::exists(t / "lib/.previews"));
+  auto r2 = run_mediasync({"sync", t / "src", t / "lib", "--db", t / "m.db", "--progress", "none"});
+  INFO(r2.err);
+  CHECK(r2.exit_code == 0);
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2((t / "m.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=2 AND stage='processing'"
+                  " AND status='skipped' AND error='unchanged'") == 1);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=2 AND stage='watermark'"
+                  " AND status='ok'") == 1);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE status='failed'") == 0);
+  sqlite3_close(db);
+  // The preview is the watermarked thumbnail: same size, under the exact name.
+  auto thumb = VImage::new_from_file((t / "lib/.thumbnails/1024/" + name + ".jpg").c_str());
+  auto prev = VImage::new_from_file((t / "lib/.previews/" + name + ".jpg").c_str());
+  CHECK(prev.width() == thumb.width());
+  CHECK(prev.height() == thumb.height());
+}

@@ -896,6 +896,19 @@ void image_stages_write_the_media_columns(const open_fn& open, const probe& pr) 
   CHECK(k[0].preview_path == odd_preview);
   CHECK(k[0].thumbnail_paths ==
         std::vector<std::string>{"t/bad \xef\xbf\xbd.jpg", "t/caf\xc3\xa9 \"q\" \\.jpg"});
+  // But the thumbnails the engine made of a name that is not UTF-8 ("DIR/SIZE/" + the
+  // library path + ".EXT") read back exact, so a later stage opens what was written.
+  // Only what is exactly the stored form of this item's own path is restored.
+  const std::string latin1 = "caf\xe9 \xff.jpg";
+  file_outcome lat = outcome(j2, latin1, file_status::ok, 60, true);
+  const std::string big = ".thumbnails/512/" + lat.library_path + ".jpg";
+  const std::string small = ".thumbnails/128/" + lat.library_path + ".webp";
+  const std::string other = ".thumbnails/64/2026/11/28/cafe \xff.jpg.jpg";
+  st->commit(j2, "/src", {lat, processing_ok(j2, latin1, 10, 10, 1, "", {big, small, other})});
+  st->lookup(j2, "/src", {latin1}, k);
+  CHECK(k[0].library_path == lat.library_path);
+  CHECK(k[0].thumbnail_paths
+        == std::vector<std::string>{big, small, ".thumbnails/64/2026/11/28/cafe \xef\xbf\xbd.jpg.jpg"});
   // An empty thumbnail list is an empty array, not NULL.
   st->commit(j2, "/src", {processing_ok(j2, "b.jpg", 5, 5, 1, "", {})});
   img = pr.image("/src", "b.jpg");
