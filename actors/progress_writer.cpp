@@ -322,7 +322,7 @@ progress_writer_actor::behavior_type writer(writer_ptr self, std::shared_ptr<sto
   self->state.db = std::move(db);
   self->state.settings = settings;
   self->state.buffer.reserve(settings.batch_size);
-  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
+  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
     try {
       std::rethrow_exception(eptr);
     } catch (const std::exception& e) {

@@ -54,6 +54,11 @@
 #   floor: a C loop that walks SRC (readdir + fstatat, like the scanner) and fstatats
 #          every file's library copy in DEST (like the unchanged check), one thread:
 #          the file-system part of a no-change pass, no database, no actors
+#   dbfloor: a C loop that writes, on a copy of DB (same pragmas: WAL, synchronous
+#          FULL), what the database contract requires of N unchanged files: N
+#          file_results rows (sync, skipped), N media_items.last_job_id updates, the
+#          job's counters per 1,600 rows (the engine's batch for such rows), one
+#          transaction each: the database part of a no-change pass, no file system
 # Each re-sync job row must say N skipped, 0 ok, 0 failed. Medians compared.
 # Targets (exit 1 if one fails): per-file wall time at the largest size <= 1.3x that at
 # the smallest; peak RSS at the largest size < 128 MB (131,072 KiB); no-change re-sync
@@ -289,6 +294,110 @@ int main(int argc, char **argv) {
 }
 EOF
 cc -O2 -o "$work/evict" "$work/evict.c" || die "cannot compile the evict program"
+
+# The database floor of a no-change pass: DB NFILES BATCH. On a copy of the library's
+# database, in one thread, no actors and no file system: reads every media item (path
+# order), then records each as the contract requires of an unchanged file: its
+# file_results row (sync, skipped, 'unchanged'), its media_items.last_job_id, and per
+# BATCH the job's counters and job_stage_counters, one transaction each, with the
+# engine's pragmas (WAL, synchronous FULL).
+cat > "$work/dbfloor.c" <<'EOF'
+#define _GNU_SOURCE
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sqlite3 *db;
+
+static void die(const char *what) {
+  fprintf(stderr, "dbfloor: %s: %s\n", what, db ? sqlite3_errmsg(db) : "out of memory");
+  exit(2);
+}
+static void exec(const char *sql) {
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) die(sql);
+}
+static sqlite3_stmt *prep(const char *sql) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) die(sql);
+  return s;
+}
+static void run(sqlite3_stmt *s, const char *what) {
+  if (sqlite3_step(s) != SQLITE_DONE) die(what);
+  sqlite3_reset(s);
+}
+
+struct item { sqlite3_int64 id, size; char *path, *sha; };
+
+int main(int argc, char **argv) {
+  if (argc != 4) { fprintf(stderr, "usage: dbfloor DB NFILES BATCH\n"); return 2; }
+  long n = atol(argv[2]), batch = atol(argv[3]);
+  if (sqlite3_open_v2(argv[1], &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) die(argv[1]);
+  exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;"
+       "PRAGMA cache_size = -16384;");
+  struct item *items = calloc((size_t)n, sizeof *items);
+  if (!items) die("calloc");
+  long k = 0;
+  sqlite3_stmt *sel = prep("SELECT id, size, path, sha256 FROM media_items ORDER BY path");
+  while (sqlite3_step(sel) == SQLITE_ROW && k < n) {
+    items[k].id = sqlite3_column_int64(sel, 0);
+    items[k].size = sqlite3_column_int64(sel, 1);
+    items[k].path = strdup((const char *)sqlite3_column_text(sel, 2));
+    const unsigned char *sha = sqlite3_column_text(sel, 3);
+    items[k].sha = sha ? strdup((const char *)sha) : NULL;
+    ++k;
+  }
+  sqlite3_finalize(sel);
+  if (k != n) { fprintf(stderr, "dbfloor: %ld media items, expected %ld\n", k, n); return 1; }
+  const char *ts = "2026-01-01T00:00:00.000Z";
+  exec("INSERT INTO sync_jobs (source_root, dest_root, status, created_at, updated_at, settings)"
+       " VALUES ('/floor', '/floor', 'running', '2026-01-01', '2026-01-01', '{}')");
+  sqlite3_int64 job = sqlite3_last_insert_rowid(db);
+  sqlite3_stmt *ins = prep(
+      "INSERT INTO file_results (job_id, path, stage, status, size, sha256, error, duration_us,"
+      " recorded_at, node) VALUES (?1, ?2, 'sync', 'skipped', ?3, ?4, 'unchanged', 0, ?5, NULL)");
+  sqlite3_stmt *touch = prep("UPDATE media_items SET last_job_id = ?1 WHERE id = ?2");
+  sqlite3_stmt *cnt = prep(
+      "UPDATE sync_jobs SET skipped_files = skipped_files + ?2, total_files = ?3, updated_at = ?4"
+      " WHERE id = ?1");
+  sqlite3_stmt *stg = prep(
+      "INSERT INTO job_stage_counters (job_id, stage, ok_files, failed_files, skipped_files)"
+      " VALUES (?1, 'sync', 0, 0, ?2) ON CONFLICT (job_id, stage) DO UPDATE SET"
+      " skipped_files = skipped_files + excluded.skipped_files");
+  sqlite3_bind_int64(ins, 1, job);
+  sqlite3_bind_text(ins, 5, ts, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(touch, 1, job);
+  for (long i = 0; i < n; i += batch) {
+    long end = i + batch < n ? i + batch : n;
+    exec("BEGIN IMMEDIATE");
+    for (long j = i; j < end; ++j) {
+      sqlite3_bind_text(ins, 2, items[j].path, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(ins, 3, items[j].size);
+      sqlite3_bind_text(ins, 4, items[j].sha, -1, SQLITE_STATIC);
+      run(ins, "insert file_results");
+      sqlite3_bind_int64(touch, 2, items[j].id);
+      run(touch, "update media_items");
+    }
+    sqlite3_bind_int64(cnt, 1, job);
+    sqlite3_bind_int64(cnt, 2, end - i);
+    sqlite3_bind_int64(cnt, 3, n);
+    sqlite3_bind_text(cnt, 4, ts, -1, SQLITE_STATIC);
+    run(cnt, "update sync_jobs");
+    sqlite3_bind_int64(stg, 1, job);
+    sqlite3_bind_int64(stg, 2, end - i);
+    run(stg, "upsert job_stage_counters");
+    exec("COMMIT");
+  }
+  char done[128];
+  snprintf(done, sizeof done, "UPDATE sync_jobs SET status = 'completed' WHERE id = %lld", job);
+  exec(done);
+  sqlite3_finalize(ins); sqlite3_finalize(touch); sqlite3_finalize(cnt); sqlite3_finalize(stg);
+  if (sqlite3_close(db) != SQLITE_OK) die("close");
+  return 0;
+}
+EOF
+cc -O2 -o "$work/dbfloor" "$work/dbfloor.c" -lsqlite3 \
+  || die "cannot compile the database floor program (apt-get install libsqlite3-dev)"
 # evict_src N: the source of N files leaves the page cache (unless -W).
 evict_src() { (( warm_src )) || "$work/evict" "$work/src-$1" || die "evicting $work/src-$1 failed"; }
 
@@ -438,15 +547,18 @@ no_change() {
   note "[$n files] filling $rdst with rsync -a (untimed)"
   rsync -a "$src/" "$rdst/" || die "rsync -a into $rdst failed"
   sync
-  local tools=(mediasync rsync floor)
+  # The database floor works on a copy, so that both databases grow alike.
+  sqlite3 "$db" ".backup '$work/dbfloor.sqlite'" || die "copying $db for the database floor failed"
+  local tools=(mediasync rsync floor dbfloor)
   for ((i = 0; i < reps; i++)); do
-    for k in 0 1 2; do
-      tool=${tools[$(( (i + k) % 3 ))]}
+    for k in 0 1 2 3; do
+      tool=${tools[$(( (i + k) % 4 ))]}
       (( cold )) && drop_caches
       case $tool in
         mediasync) cmd=("$BIN" sync "$src" "$dst" --db "$db" --no-thumbnails --progress none) ;;
         rsync)     cmd=(rsync -a "$src/" "$rdst/") ;;
         floor)     cmd=("$work/floor" "$src" "$dst" "$n") ;;
+        dbfloor)   cmd=("$work/dbfloor" "$work/dbfloor.sqlite" "$n" 1600) ;;
       esac
       timed "${cmd[@]}"
       (( last_rc == 0 )) || { show_fail "${cmd[@]}"; die "no-change run of $tool failed"; }
@@ -547,9 +659,10 @@ fails=0
     declare -A label=(
       [mediasync]='`mediasync sync` again (all skipped)'
       [rsync]='`rsync -a SRC/ RSYNCDEST/` (nothing to do)'
-      [floor]='floor: walk SRC + stat each library copy (C, 1 thread)')
+      [floor]='floor: walk SRC + stat each library copy (C, 1 thread)'
+      [dbfloor]='database floor: the rows of N unchanged files (C, SQLite, 1 thread)')
     declare -A med=()
-    for tool in mediasync rsync floor; do
+    for tool in mediasync rsync floor dbfloor; do
       # shellcheck disable=SC2086  # the lists split on purpose
       med[$tool]=$(median ${nc_ns[$tool]})
       # shellcheck disable=SC2086
@@ -562,6 +675,8 @@ fails=0
     printf '\n- no-change re-sync / rsync no-op: **%s** (target <= 0.5: %s)\n' "$ratio" "$ok"
     printf -- '- floor / rsync no-op: %s\n' \
       "$(awk -v a="${med[floor]}" -v b="${med[rsync]}" 'BEGIN { printf "%.2f", a / b }')"
+    printf -- '- database floor / rsync no-op: %s\n' \
+      "$(awk -v a="${med[dbfloor]}" -v b="${med[rsync]}" 'BEGIN { printf "%.2f", a / b }')"
   fi
 }
 note "removing everything under $work (slow for millions of files)"
