@@ -44,6 +44,10 @@ struct coordinator_state {
   /// Scanned chunks waiting for their lookup reply, by request number.
   std::map<std::uint64_t, std::vector<scan_entry>> looking_up;
   std::uint64_t next_lookup = 0;
+  /// Files in a --checksum comparison (a sync task with compare_sha256) by path: what the
+  /// database knew of them, so that one found unchanged keeps its thumbnails and preview
+  /// instead of going through the image stages again. At most a window of tasks.
+  std::map<std::string, known_file> comparing;
   std::uint64_t inflight = 0;                ///< sent to a worker or the writer, not yet durable
   job_progress last;                         ///< last durable ack
 
@@ -261,10 +265,14 @@ void plan_image_stages(coord_ptr self, const std::string& path, const std::strin
 void on_outcome(coord_ptr self, file_outcome out) {
   std::vector<file_outcome> outs;
   switch (out.stg) {
-    case stage::sync:
-      if (out.status == file_status::ok || out.error == "unchanged (checksum)")
-        plan_image_stages(self, out.path, out.mime, out.library_path, nullptr, false, outs);
+    case stage::sync: {
+      auto known = self->state.comparing.extract(out.path);
+      bool same = out.error == "unchanged (checksum)";
+      if (out.status == file_status::ok || same)
+        plan_image_stages(self, out.path, out.mime, out.library_path,
+                          same && known ? &known.mapped() : nullptr, same && known, outs);
       break;
+    }
     case stage::processing:
       plan_watermark(self, out.path, out.mime, out.library_path,
                      out.status == file_status::ok && !out.thumbnail_paths.empty()
@@ -322,6 +330,7 @@ void decide(coord_ptr self, std::vector<scan_entry>& chunk, std::vector<known_fi
     if (known_live && st.spec.checksum && library_has(self, k.library_path, k.size)) {
       t.compare_sha256 = k.sha256;
       t.known_library_path = k.library_path;
+      st.comparing.insert_or_assign(e.path, std::move(k));
     }
     st.pending[idx(stage::sync)].push_back(std::move(t));
   }

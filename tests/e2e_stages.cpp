@@ -113,6 +113,29 @@ TEST_CASE("images get metadata, thumbnails and watermarked previews, others are 
                   " AND status='skipped' AND error='unchanged'") == images);
   CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=2 AND status='ok'") == 0);
   sqlite3_close(db);
+
+  // So does a rerun with --checksum: files whose hash matches keep their thumbnails and
+  // previews (not made again), and only the changed image goes through the stages.
+  auto thumb_time = fs::last_write_time(lib + "/.thumbnails/1024/a/landscape.jpg.jpg");
+  auto preview_time = fs::last_write_time(lib + "/.previews/a/landscape.jpg.jpg");
+  noisy(500, 400, 8).write_to_file((src + "/small.png").c_str());
+  auto r3 = run_mediasync({"sync", src, t / "lib", "--db", t / "m.db", "--progress", "none",
+                           "--checksum"});
+  INFO(r3.err);
+  CHECK(r3.exit_code == 0);
+  REQUIRE(sqlite3_open_v2((t / "m.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=3 AND stage='sync'"
+                  " AND status='skipped' AND error='unchanged (checksum)'") == images + 2 - 1);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=3 AND stage='processing'"
+                  " AND status='skipped' AND error='unchanged'") == images - 1);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=3 AND stage='watermark'"
+                  " AND status='skipped' AND error='unchanged'") == images - 1);
+  CHECK(count(db, "SELECT count(*) FROM file_results WHERE job_id=3 AND status='ok'"
+                  " AND path='small.png'") == 3);
+  CHECK(count(db, "SELECT width FROM media_items WHERE path='small.png'") == 500);
+  sqlite3_close(db);
+  CHECK(fs::last_write_time(lib + "/.thumbnails/1024/a/landscape.jpg.jpg") == thumb_time);
+  CHECK(fs::last_write_time(lib + "/.previews/a/landscape.jpg.jpg") == preview_time);
 }
 
 TEST_CASE("no-thumbnails option runs the sync stage only", "[e2e][stages]") {
