@@ -253,7 +253,9 @@ const prepared statements[] = {
 // the counters, then (when the batch has such outcomes) ms_commit_images for the
 // image columns. When a row exists already (a redone batch), the COPY fails with
 // a unique violation, and the batch runs again as ms_commit_redo, followed by
-// ms_commit_images for the image outcomes among the rows it inserted.
+// ms_commit_images for the image outcomes among the rows it inserted. A batch with
+// rows of a COMMIT left in doubt goes to ms_commit_redo at once: its COPY would
+// most likely fail (an ERROR in the server log for each such batch).
 
 /// media_items upsert: content-derived fields (sha256, mime, library_path) are
 /// replaced together when the outcome carries a hash and kept when it does not
@@ -1662,7 +1664,13 @@ commit_stats postgres_store::commit(std::uint64_t job_id, const std::string& sou
     }
   };
 
-  const std::optional<std::uint64_t> inserted =
+  // Rows of a COMMIT left in doubt (applied or not): straight to the redo.
+  const bool maybe_there = !d.in_doubt.empty() && std::any_of(rows.begin(), rows.end(),
+      [&](const file_outcome* o) {
+        return d.in_doubt.count(
+                   impl::doubt_key{job_id, static_cast<std::uint8_t>(o->stg), o->path}) != 0;
+      });
+  const std::optional<std::uint64_t> inserted = maybe_there ? std::nullopt :
       d.run(what(), [&](pqxx::connection& c) -> std::optional<std::uint64_t> {
         return retrying([&]() -> std::optional<std::uint64_t> {
           pqxx::work w(c);

@@ -1026,7 +1026,16 @@ TEST_CASE("postgres_store: rows of a commit whose COMMIT reply was lost are coun
     auto more = batch;
     auto extra = doubt_batch(job, "a2", 4);
     more.insert(more.end(), extra.begin() + 3, extra.end()); // not the slow* row
+    // Statements inserting into file_results, failed ones included (a sequence
+    // does not roll back): the redo is one INSERT, no COPY that fails first.
+    db.exec("CREATE SEQUENCE ms_test_inserts;"
+            "CREATE FUNCTION ms_test_count() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM nextval('ms_test_inserts'); RETURN NULL; END $$;"
+            "CREATE TRIGGER ms_test_count BEFORE INSERT ON file_results"
+            " FOR EACH STATEMENT EXECUTE FUNCTION ms_test_count()");
     auto s = st->commit(job, "/src", more);
+    CHECK(db.integer("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
+                     " FROM ms_test_inserts") == 1);
     CHECK(s.inserted == more.size());
     CHECK(s.duplicates == 0);
     sum.add(s);
