@@ -857,19 +857,23 @@ TEST_CASE("ingest: eight threads with one ingestor each", "[ingest]") {
     put(sb.src, p, random_bytes(1000 + static_cast<std::size_t>(i) * 37, i));
     paths.push_back(p);
   }
-  std::atomic<std::size_t> next{0};
-  std::atomic<int> ok{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t)
-    threads.emplace_back([&] {
-      ingestor ing{sb.src, sb.dst};
-      for (std::size_t i; (i = next.fetch_add(1)) < paths.size();)
-        if (ing.ingest(req_for(paths[i])).status == file_status::ok)
-          ++ok;
-    });
-  for (auto& t : threads)
-    t.join();
-  CHECK(ok == 400);
+  // Every path ingested once by 8 threads, an ingestor each; how many were ok.
+  auto ingest_all = [&] {
+    std::atomic<std::size_t> next{0};
+    std::atomic<int> ok{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&] {
+        ingestor ing{sb.src, sb.dst};
+        for (std::size_t i; (i = next.fetch_add(1)) < paths.size();)
+          if (ing.ingest(req_for(paths[i])).status == file_status::ok)
+            ++ok;
+      });
+    for (auto& t : threads)
+      t.join();
+    return ok.load();
+  };
+  CHECK(ingest_all() == 400);
   int same = 0;
   for (auto& p : paths)
     same += get(sb.src, p) == get(sb.dst, p);
@@ -878,19 +882,7 @@ TEST_CASE("ingest: eight threads with one ingestor each", "[ingest]") {
   // again over the existing copies: every file replaced
   for (auto& p : paths)
     put(sb.src, p, "v2 " + p);
-  next = 0;
-  ok = 0;
-  threads.clear();
-  for (int t = 0; t < 8; ++t)
-    threads.emplace_back([&] {
-      ingestor ing{sb.src, sb.dst};
-      for (std::size_t i; (i = next.fetch_add(1)) < paths.size();)
-        if (ing.ingest(req_for(paths[i])).status == file_status::ok)
-          ++ok;
-    });
-  for (auto& t : threads)
-    t.join();
-  CHECK(ok == 400);
+  CHECK(ingest_all() == 400);
   same = 0;
   for (auto& p : paths)
     same += get(sb.dst, p) == "v2 " + p;
