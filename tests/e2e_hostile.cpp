@@ -64,38 +64,10 @@ struct fd_closer {
   }
 };
 
-/// Opens directory `rel` ("" = `root` itself) under `root` with O_NOFOLLOW, creating
-/// missing components (and `root`) with `create`. Returns an fd or -1.
-int open_dir(const std::string& root, const std::string& rel, bool create) {
-  if (create)
-    ::mkdir(root.c_str(), 0755);
-  int cur = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  for (std::size_t pos = 0; cur >= 0 && pos < rel.size();) {
-    auto slash = rel.find('/', pos);
-    if (slash == std::string::npos)
-      slash = rel.size();
-    std::string comp = rel.substr(pos, slash - pos);
-    if (create)
-      ::mkdirat(cur, comp.c_str(), 0755);
-    int fd = ::openat(cur, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    ::close(cur);
-    cur = fd;
-    pos = slash + 1;
-  }
-  return cur;
-}
-
-std::pair<std::string, std::string> split(const std::string& rel) {
-  auto slash = rel.rfind('/');
-  if (slash == std::string::npos)
-    return {"", rel};
-  return {rel.substr(0, slash), rel.substr(slash + 1)};
-}
-
 /// Writes `bytes` to `root`/`rel` (parents created) and gives it `mode`.
 void write_at(const std::string& root, const std::string& rel, const std::string& bytes,
               mode_t mode = 0644) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = split_path(rel);
   fd_closer d{open_dir(root, dir, true)};
   REQUIRE(d.fd >= 0);
   fd_closer f{::openat(d.fd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
@@ -108,7 +80,7 @@ void write_at(const std::string& root, const std::string& rel, const std::string
 
 /// The bytes of the regular file `root`/`rel`; nothing if it is missing or not a regular file.
 std::optional<std::string> read_at(const std::string& root, const std::string& rel) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = split_path(rel);
   fd_closer d{open_dir(root, dir, false)};
   if (d.fd < 0)
     return std::nullopt;
@@ -124,7 +96,7 @@ std::optional<std::string> read_at(const std::string& root, const std::string& r
 }
 
 bool lstat_at(const std::string& root, const std::string& rel, struct stat& sb) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = split_path(rel);
   fd_closer d{open_dir(root, dir, false)};
   return d.fd >= 0 && ::fstatat(d.fd, name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0;
 }
@@ -630,7 +602,7 @@ corpus build_corpus(const temp_dir& t) {
 
   // Symlinks out of the source, and loops.
   auto link = [&](const std::string& target, const std::string& rel) {
-    auto [dir, name] = split(rel);
+    auto [dir, name] = split_path(rel);
     fd_closer d{open_dir(c.src, dir, true)};
     REQUIRE(::symlinkat(target.c_str(), d.fd, name.c_str()) == 0);
     c.add(rel, skipped(not_followed));

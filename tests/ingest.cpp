@@ -55,35 +55,16 @@ struct sandbox {
   sandbox& operator=(const sandbox&) = delete;
 };
 
+/// Opens (creating) directory `rel` below `root`.
 int open_dir(const std::string& root, const std::string& rel) {
-  int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = test::open_dir(root, rel, true);
   REQUIRE(fd >= 0);
-  std::size_t pos = 0;
-  while (pos < rel.size()) {
-    auto slash = rel.find('/', pos);
-    if (slash == std::string::npos)
-      slash = rel.size();
-    std::string comp = rel.substr(pos, slash - pos);
-    ::mkdirat(fd, comp.c_str(), 0755);
-    int sub = ::openat(fd, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    ::close(fd);
-    REQUIRE(sub >= 0);
-    fd = sub;
-    pos = slash + 1;
-  }
   return fd;
-}
-
-std::pair<std::string, std::string> split(const std::string& rel) {
-  auto slash = rel.rfind('/');
-  if (slash == std::string::npos)
-    return {"", rel};
-  return {rel.substr(0, slash), rel.substr(slash + 1)};
 }
 
 void put(const std::string& root, const std::string& rel, const std::string& bytes,
          mode_t mode = 0644) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = test::split_path(rel);
   int d = open_dir(root, dir);
   ::unlinkat(d, name.c_str(), 0);
   int fd = ::openat(d, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -96,7 +77,7 @@ void put(const std::string& root, const std::string& rel, const std::string& byt
 
 /// Whole content of root/rel; throws if it cannot be opened.
 std::string get(const std::string& root, const std::string& rel) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = test::split_path(rel);
   int d = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   std::size_t pos = 0;
   while (d >= 0 && pos < dir.size()) {

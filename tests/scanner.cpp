@@ -46,35 +46,15 @@ struct tmp_tree {
   std::string operator/(const std::string& rel) const { return path + "/" + rel; }
 };
 
-/// Opens (creating) directory `rel` below `root` component by component.
+/// Opens (creating) directory `rel` below `root`.
 int open_dir(const std::string& root, const std::string& rel) {
-  int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = test::open_dir(root, rel, true);
   REQUIRE(fd >= 0);
-  std::size_t pos = 0;
-  while (pos < rel.size()) {
-    auto slash = rel.find('/', pos);
-    if (slash == std::string::npos)
-      slash = rel.size();
-    std::string comp = rel.substr(pos, slash - pos);
-    ::mkdirat(fd, comp.c_str(), 0755);
-    int sub = ::openat(fd, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    ::close(fd);
-    REQUIRE(sub >= 0);
-    fd = sub;
-    pos = slash + 1;
-  }
   return fd;
 }
 
-std::pair<std::string, std::string> split(const std::string& rel) {
-  auto slash = rel.rfind('/');
-  if (slash == std::string::npos)
-    return {"", rel};
-  return {rel.substr(0, slash), rel.substr(slash + 1)};
-}
-
 void make_file(const std::string& root, const std::string& rel, const std::string& bytes = "x") {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = test::split_path(rel);
   int d = open_dir(root, dir);
   int fd = ::openat(d, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ::close(d);
@@ -86,7 +66,7 @@ void make_file(const std::string& root, const std::string& rel, const std::strin
 void make_dir(const std::string& root, const std::string& rel) { ::close(open_dir(root, rel)); }
 
 void make_symlink(const std::string& root, const std::string& rel, const std::string& target) {
-  auto [dir, name] = split(rel);
+  auto [dir, name] = test::split_path(rel);
   int d = open_dir(root, dir);
   REQUIRE(::symlinkat(target.c_str(), d, name.c_str()) == 0);
   ::close(d);

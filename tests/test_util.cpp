@@ -59,6 +59,32 @@ temp_dir::temp_dir() {
 
 temp_dir::~temp_dir() { remove_tree(path_); }
 
+int open_dir(const std::string& root, const std::string& rel, bool create) {
+  if (create)
+    ::mkdir(root.c_str(), 0755);
+  int cur = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  for (std::size_t pos = 0; cur >= 0 && pos < rel.size();) {
+    auto slash = rel.find('/', pos);
+    if (slash == std::string::npos)
+      slash = rel.size();
+    std::string comp = rel.substr(pos, slash - pos);
+    if (create)
+      ::mkdirat(cur, comp.c_str(), 0755);
+    int fd = ::openat(cur, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    ::close(cur);
+    cur = fd;
+    pos = slash + 1;
+  }
+  return cur;
+}
+
+std::pair<std::string, std::string> split_path(const std::string& rel) {
+  auto slash = rel.rfind('/');
+  if (slash == std::string::npos)
+    return {"", rel};
+  return {rel.substr(0, slash), rel.substr(slash + 1)};
+}
+
 void write_file(const std::string& path, const std::string& bytes) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace ms::test {
@@ -27,6 +28,13 @@ private:
 /// first, without following symlinks and relative to directory fds (so trees deeper
 /// than PATH_MAX go too). Missing paths are fine.
 void remove_tree(const std::string& path);
+
+/// Opens directory `rel` ("" = `root` itself) under `root` one component at a time with
+/// O_NOFOLLOW (so paths longer than PATH_MAX work too), creating missing components (and
+/// `root`) when `create`. Returns an fd, or -1.
+int open_dir(const std::string& root, const std::string& rel, bool create);
+/// "a/b/c" -> {"a/b", "c"}; "c" -> {"", "c"}.
+std::pair<std::string, std::string> split_path(const std::string& rel);
 
 /// Writes `bytes` to `path`, creating parent directories.
 void write_file(const std::string& path, const std::string& bytes);
