@@ -761,7 +761,8 @@ TEST_CASE("faults: SQLite database on a full disk - the commit fails, exit 3 nam
           "[e2e][faults]") {
   temp_dir t;
   auto paths = make_tree(t / "src", 3000, 1000, 30);
-  tmpfs_mount dbfs(t / "dbfs", "4m");
+  // Room for the whole job (database and WAL) once the filler is gone.
+  tmpfs_mount dbfs(t / "dbfs", "16m");
   test_db db("sqlite", t, "dbfs/m.db");
   // The schema first, then a filler that leaves ~300 KiB: the job's rows do not fit.
   REQUIRE(run_mediasync({"migrate", "--db", db.url()}).exit_code == 0);
