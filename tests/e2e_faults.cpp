@@ -497,6 +497,19 @@ void slow_commits(const std::string& url) {
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ms_test_slow_commit()");
 }
 
+/// The sync the PostgreSQL-kill tests run against `url`, migrated first and with slow
+/// commits: SRC into LIB of `t`, 2 workers, batches of 25, then `extra`.
+std::vector<std::string> slow_pg_sync(const temp_dir& t, const std::string& url,
+                                      const std::vector<std::string>& extra = {}) {
+  REQUIRE(run_mediasync({"migrate", "--db", url}).exit_code == 0);
+  slow_commits(url);
+  std::vector<std::string> args{"sync", t / "src", t / "lib", "--db", url, "--progress",
+                                "none", "--no-thumbnails", "--workers", "2", "--batch-size",
+                                "25"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
 /// Waits (at most 20 s) until the job's writer is inside a COMMIT with at least one ok
 /// row already committed; true if it saw one.
 bool wait_for_commit_in_flight(const std::string& url) {
@@ -811,13 +824,9 @@ TEST_CASE("faults: PostgreSQL killed with SIGKILL mid-commit and started again -
   temp_dir t;
   private_pg pg(t);
   auto paths = make_tree(t / "src", 2000, 4000, 20);
-  REQUIRE(run_mediasync({"migrate", "--db", pg.url()}).exit_code == 0);
-  slow_commits(pg.url());
+  auto args = slow_pg_sync(t, pg.url());
   row_poller poll(pg_row_reader(pg.url()));
-  child_guard run{start_mediasync({"sync", t / "src", t / "lib", "--db", pg.url(),
-                                   "--progress", "none", "--no-thumbnails", "--workers", "2",
-                                   "--batch-size", "25"},
-                                  t / "run")};
+  child_guard run{start_mediasync(args, t / "run")};
   // Twice: the whole server (postmaster and backends) killed during a COMMIT, then
   // started again by hand, within the reconnect limit (60 s).
   for (int round = 0; round < 2; ++round) {
@@ -846,13 +855,9 @@ TEST_CASE("faults: PostgreSQL killed with SIGKILL mid-commit and kept down past 
   temp_dir t;
   private_pg pg(t);
   auto paths = make_tree(t / "src", 2000, 4000, 20);
-  REQUIRE(run_mediasync({"migrate", "--db", pg.url()}).exit_code == 0);
-  slow_commits(pg.url());
+  auto args = slow_pg_sync(t, pg.url(), {"--db-reconnect-limit", "2s"});
   row_poller poll(pg_row_reader(pg.url()));
-  child_guard run{start_mediasync({"sync", t / "src", t / "lib", "--db", pg.url(),
-                                   "--progress", "none", "--no-thumbnails", "--workers", "2",
-                                   "--batch-size", "25", "--db-reconnect-limit", "2s"},
-                                  t / "run")};
+  child_guard run{start_mediasync(args, t / "run")};
   REQUIRE(wait_for_commit_in_flight(pg.url()));
   pg.kill9();
   int rc = run.wait(40s);
